@@ -1,0 +1,163 @@
+"""Batches sliced from tensors already in memory (or on the GPU), one index tensor per batch.
+
+The datasets of this project fit in memory many times over, so a per-sample Dataset collated by
+DataLoader workers would spend most of an epoch on Python overhead. Here a sampler yields whole
+index tensors, the dataset answers each with one slice per tensor, and every rank of a
+distributed run reads its own shard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class TensorBatchSampler(Sampler[Tensor]):
+    """Index batches over `num_samples` items, shuffled by `seed + epoch`, sharded by rank.
+
+    With `even_shards` (training under DDP) every rank gets the same number of batches, which the
+    gradient all-reduce needs; the few samples cut off change from epoch to epoch. Without it
+    (evaluation) the shards partition the split exactly, so every sample is seen once.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        even_shards: bool = False,
+    ) -> None:
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.even_shards = even_shards
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        # Lightning calls this before every epoch, also after a resume, so the order is a pure
+        # function of (seed, epoch) and a resumed run sees the batches an uninterrupted one would.
+        self.epoch = epoch
+
+    def _shard(self) -> Tensor:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_samples, generator=generator)
+        else:
+            order = torch.arange(self.num_samples)
+        shard = order[self.rank :: self.world_size]
+        if self.even_shards:
+            shard = shard[: self.num_samples // self.world_size]
+        return shard
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return iter(self._shard().split(self.batch_size))
+
+    def __len__(self) -> int:
+        if self.even_shards:
+            shard_size = self.num_samples // self.world_size
+        else:
+            shard_size = len(range(self.rank, self.num_samples, self.world_size))
+        return -(-shard_size // self.batch_size)
+
+
+class TensorDictDataset(Dataset[dict[str, Tensor]]):
+    """Named tensors of equal length; indexing with an index tensor returns a whole batch."""
+
+    def __init__(self, **tensors: Tensor) -> None:
+        lengths = {name: len(tensor) for name, tensor in tensors.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"tensors differ in length: {lengths}")
+        self.tensors = tensors
+
+    def __getitem__(self, index: Tensor) -> dict[str, Tensor]:
+        return {name: tensor[index] for name, tensor in self.tensors.items()}
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def to(self, device: torch.device) -> TensorDictDataset:
+        return TensorDictDataset(**{name: t.to(device) for name, t in self.tensors.items()})
+
+
+def batch_loader(
+    dataset: TensorDictDataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
+    """A DataLoader of slices of `dataset`; training loaders shuffle and shard evenly."""
+    sampler = TensorBatchSampler(
+        len(dataset),
+        batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        even_shards=shuffle,
+    )
+    # batch_size=None: the sampler already yields whole batches, so nothing is collated.
+    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """A DataModule whose splits are tensors in memory, moved once to the training device.
+
+    Subclasses build the splits; this class serves them as sharded, seeded index batches.
+    Keys of the data config that describe the task for the model side (name, task, sizes,
+    tolerance, monitor) arrive in `task_info` and are kept only for reference.
+    """
+
+    def __init__(self, *, batch_size: int, shuffle_seed: int = 0, **task_info: object) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.shuffle_seed = shuffle_seed
+        self.task_info = task_info
+        self.splits: dict[str, TensorDictDataset] = {}
+
+    def build_splits(self) -> dict[str, TensorDictDataset]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        splits = self.build_splits()
+        if self.trainer is not None:
+            device = self.trainer.strategy.root_device
+            splits = {name: dataset.to(device) for name, dataset in splits.items()}
+        self.splits = splits
+
+    def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
+        rank, world_size = 0, 1
+        if self.trainer is not None:
+            rank, world_size = self.trainer.global_rank, self.trainer.world_size
+        return batch_loader(
+            self.splits[split],
+            self.batch_size,
+            shuffle=shuffle,
+            seed=self.shuffle_seed,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

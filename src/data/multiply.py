@@ -1,0 +1,135 @@
+"""The multiplication problem (Hochreiter & Schmidhuber 1997, experiment 5) as a DataModule.
+
+Each sequence is `seq_len` steps of (marker, value) with value ~ U(0, 1); exactly two steps carry
+marker 1 and the target is the product of their values. Generation is vectorised and seeded with
+NumPy's PCG64, so the same seed gives the same bytes on any machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from src.data.in_memory import InMemoryDataModule, TensorDictDataset
+
+VARIANTS = ("classic", "paper_1997")
+
+
+@dataclass(frozen=True)
+class MultiplicationData:
+    inputs: Tensor  # [N, max_len, 2] float32: (marker, value), zero after each sequence's end
+    lengths: Tensor  # [N] int64
+    targets: Tensor  # [N, 1] float32
+
+
+def generate_classic(num_sequences: int, seq_len: int, seed: int) -> MultiplicationData:
+    """Fixed-length sequences; the two marked steps are a uniformly drawn pair of distinct steps."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    values = rng.random((num_sequences, seq_len), dtype=np.float32)
+    first = rng.integers(0, seq_len, num_sequences)
+    # Drawing from seq_len - 1 and skipping `first` makes every distinct pair equally likely.
+    second = rng.integers(0, seq_len - 1, num_sequences)
+    second += second >= first
+    markers = np.zeros((num_sequences, seq_len), dtype=np.float32)
+    rows = np.arange(num_sequences)
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    targets = values[rows, first] * values[rows, second]
+    lengths = np.full(num_sequences, seq_len, dtype=np.int64)
+    return _to_tensors(markers, values, lengths, targets)
+
+
+def generate_paper_1997(num_sequences: int, seq_len: int, seed: int) -> MultiplicationData:
+    """The 1997 paper's rules: length in [T, T + T/10], first mark among the first 10 steps,
+    the second among the first T/2 - 1 steps still unmarked, marker -1 on the first and last step
+    (a marked first step keeps its 1). Steps after a sequence's end are zero and never read."""
+    if seq_len < 20:
+        raise ValueError(f"the paper_1997 variant needs seq_len >= 20, got {seq_len}")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    max_len = seq_len + seq_len // 10
+    lengths = rng.integers(seq_len, max_len + 1, num_sequences)
+    values = rng.random((num_sequences, max_len), dtype=np.float32)
+    first = rng.integers(0, 10, num_sequences)
+    window = seq_len // 2 - 1
+    second = rng.integers(0, window - 1, num_sequences)
+    second += second >= first
+    rows = np.arange(num_sequences)
+    steps = np.arange(max_len)
+    valid = steps[None, :] < lengths[:, None]
+    markers = np.zeros((num_sequences, max_len), dtype=np.float32)
+    markers[rows, 0] = -1.0
+    markers[rows, lengths - 1] = -1.0
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    values *= valid
+    targets = values[rows, first] * values[rows, second]
+    return _to_tensors(markers, values, lengths, targets)
+
+
+def _to_tensors(
+    markers: np.ndarray, values: np.ndarray, lengths: np.ndarray, targets: np.ndarray
+) -> MultiplicationData:
+    inputs = np.stack([markers, values], axis=-1)
+    return MultiplicationData(
+        inputs=torch.from_numpy(inputs),
+        lengths=torch.from_numpy(lengths.astype(np.int64)),
+        targets=torch.from_numpy(targets.astype(np.float32)).unsqueeze(-1),
+    )
+
+
+def generate(variant: str, num_sequences: int, seq_len: int, seed: int) -> MultiplicationData:
+    if variant == "classic":
+        return generate_classic(num_sequences, seq_len, seed)
+    if variant == "paper_1997":
+        return generate_paper_1997(num_sequences, seq_len, seed)
+    raise ValueError(f"unknown variant {variant!r}; available: {', '.join(VARIANTS)}")
+
+
+def split_sizes(num_sequences: int, num_fit: int, val_fraction: float) -> tuple[int, int, int]:
+    """(train, val, test): the first `num_fit` fit, their last `val_fraction` validate."""
+    num_val = round(num_fit * val_fraction)
+    return num_fit - num_val, num_val, num_sequences - num_fit
+
+
+class MultiplicationDataModule(InMemoryDataModule):
+    def __init__(
+        self,
+        *,
+        num_sequences: int = 3000,
+        seq_len: int = 100,
+        num_fit: int = 2560,
+        val_fraction: float = 0.2,
+        variant: str = "classic",
+        seed: int = 1997,
+        batch_size: int = 32,
+        shuffle_seed: int = 0,
+        **task_info: object,
+    ) -> None:
+        super().__init__(batch_size=batch_size, shuffle_seed=shuffle_seed, **task_info)
+        self.num_sequences = num_sequences
+        self.seq_len = seq_len
+        self.num_fit = num_fit
+        self.val_fraction = val_fraction
+        self.variant = variant
+        self.seed = seed
+
+    def build_splits(self) -> dict[str, TensorDictDataset]:
+        data = generate(self.variant, self.num_sequences, self.seq_len, self.seed)
+        tensors = {"x": data.inputs, "y": data.targets}
+        if self.variant != "classic":
+            # Only variable-length sequences need their lengths; without them the model reads
+            # the last step directly.
+            tensors["lengths"] = data.lengths
+        num_train, _, _ = split_sizes(self.num_sequences, self.num_fit, self.val_fraction)
+        bounds = {
+            "train": slice(0, num_train),
+            "val": slice(num_train, self.num_fit),
+            "test": slice(self.num_fit, self.num_sequences),
+        }
+        return {
+            split: TensorDictDataset(**{name: t[rows] for name, t in tensors.items()})
+            for split, rows in bounds.items()
+        }

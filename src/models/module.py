@@ -1,0 +1,118 @@
+"""The LightningModule: a thin training wrapper around any `SequenceModel`.
+
+It knows only what the data config tells it: regression or classification, the number of
+classes, the tolerance of a correct regression. Metrics live in torchmetrics collections that
+accumulate on the device and synchronise across ranks once per epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from src.metrics import ToleranceAccuracy
+
+Task = Literal["regression", "classification"]
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+def task_metrics(task: Task, tolerance: float | None, num_classes: int | None) -> MetricCollection:
+    if task == "regression":
+        metrics: dict[str, Any] = {"mse": MeanSquaredError(), "mae": MeanAbsoluteError()}
+        if tolerance is not None:
+            metrics["tolerance_accuracy"] = ToleranceAccuracy(tolerance)
+        return MetricCollection(metrics)
+    if task == "classification":
+        if num_classes is None:
+            raise ValueError("classification needs num_classes")
+        return MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro")})
+    raise ValueError(f"unknown task {task!r}; available: regression, classification")
+
+
+class SequenceModule(L.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        task: Task,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        monitor: str = "val/loss",
+        tolerance: float | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.task = task
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.monitor = monitor
+        metrics = task_metrics(task, tolerance, num_classes)
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.test_confusion = (
+            MulticlassConfusionMatrix(num_classes) if task == "classification" else None
+        )
+        # The composed run config, stored in every checkpoint so a run can be evaluated or
+        # resumed from the checkpoint alone; set by the training script.
+        self.run_config: dict[str, Any] = {}
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return self.net(x, lengths)
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        if self.task == "regression":
+            return F.mse_loss(output, target)
+        return F.cross_entropy(output, target)
+
+    def predictions(self, output: Tensor) -> Tensor:
+        return output if self.task == "regression" else output.argmax(dim=-1)
+
+    def _step(
+        self, batch: dict[str, Tensor], split: str, metrics: MetricCollection
+    ) -> tuple[Tensor, Tensor]:
+        output = self(batch["x"], batch.get("lengths"))
+        loss = self.loss(output, batch["y"])
+        predictions = self.predictions(output.detach())
+        metrics.update(predictions, batch["y"])
+        size = batch["y"].shape[0]
+        self.log(f"{split}/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=size)
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=size)
+        return loss, predictions
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train", self.train_metrics)[0]
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        _, predictions = self._step(batch, "test", self.test_metrics)
+        if self.test_confusion is not None:
+            self.test_confusion.update(predictions, batch["y"])
+
+    def on_test_epoch_start(self) -> None:
+        if self.test_confusion is not None:
+            self.test_confusion.reset()
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["seqlab_config"] = self.run_config

@@ -1,0 +1,117 @@
+"""A recurrent encoder (vanilla RNN, LSTM or GRU) with a linear head on the last step.
+
+A plain `nn.Module`: it knows input and output sizes, nothing of tasks, losses or training.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+Cell = Literal["rnn", "lstm", "gru"]
+CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+INITS = ("keras", "torch")
+IMPLEMENTATIONS = ("torch", "fused")
+
+
+class SequenceModel(nn.Module):
+    def __init__(
+        self,
+        cell: Cell,
+        input_size: int,
+        output_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        init: Literal["keras", "torch"] = "keras",
+        implementation: Literal["torch", "fused"] = "torch",
+    ) -> None:
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}; available: {', '.join(CELLS)}")
+        if implementation == "fused":
+            if bidirectional:
+                raise ValueError("the fused implementation is unidirectional; use torch")
+            from src.models.fast_rnn import FastRNN
+
+            self.rnn: nn.Module = FastRNN(cell, input_size, hidden_size, num_layers, dropout)
+        elif implementation == "torch":
+            self.rnn = CELLS[cell](
+                input_size,
+                hidden_size,
+                num_layers,
+                batch_first=True,
+                # torch only drops out between layers; asking for it with one layer only warns.
+                dropout=dropout if num_layers > 1 else 0.0,
+                bidirectional=bidirectional,
+            )
+        else:
+            raise ValueError(f"unknown implementation {implementation!r}; available: torch, fused")
+        self.cell = cell
+        self.num_directions = 2 if bidirectional else 1
+        self.head = nn.Linear(hidden_size * self.num_directions, output_size)
+        if init == "keras":
+            keras_init(self, cell)
+        elif init != "torch":
+            raise ValueError(f"unknown init {init!r}; available: {', '.join(INITS)}")
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """x: [batch, steps, features]; lengths: valid steps per sequence, or None if all are."""
+        if self.num_directions == 2 and lengths is not None:
+            # The backward direction must start at each sequence's own last step: pack.
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            _, state = self.rnn(packed)
+            h_n = state[0] if isinstance(state, tuple) else state
+            return self.head(torch.cat([h_n[-2], h_n[-1]], dim=-1))
+        output, state = self.rnn(x)
+        if self.num_directions == 2:
+            h_n = state[0] if isinstance(state, tuple) else state
+            return self.head(torch.cat([h_n[-2], h_n[-1]], dim=-1))
+        if lengths is None:
+            return self.head(output[:, -1])
+        # A unidirectional layer never looks ahead, so the output at each sequence's last valid
+        # step ignores the padding after it: no packing needed.
+        last = (lengths - 1).to(output.device).view(-1, 1, 1).expand(-1, 1, output.size(-1))
+        return self.head(output.gather(1, last).squeeze(1))
+
+
+def keras_init(model: SequenceModel, cell: str) -> None:
+    """Keras defaults: Glorot-uniform input kernels, orthogonal recurrent kernels (per gate),
+    zero biases, LSTM forget-gate bias 1; Glorot-uniform head with zero bias."""
+    hidden_size = model.head.in_features // model.num_directions
+    for name, param in model.rnn.named_parameters():
+        if name.startswith("weight_ih"):
+            nn.init.xavier_uniform_(param)
+        elif name.startswith("weight_hh"):
+            for block in param.data.split(hidden_size):
+                nn.init.orthogonal_(block)
+        elif name.startswith("bias"):
+            nn.init.zeros_(param)
+            # torch keeps two biases per gate; Keras has one, so the forget bias goes on one.
+            if cell == "lstm" and name.startswith("bias_ih"):
+                param.data[hidden_size : 2 * hidden_size] = 1.0
+    nn.init.xavier_uniform_(model.head.weight)
+    nn.init.zeros_(model.head.bias)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def keras_parameter_count(
+    cell: str, input_size: int, hidden_size: int, num_layers: int, output_size: int
+) -> int:
+    """What Keras reports for the same stack (one bias per gate, GRU with reset_after), for
+    comparing with the classic figures."""
+    gates = GATES[cell]
+    total, in_size = 0, input_size
+    for _ in range(num_layers):
+        biases = 2 if cell == "gru" else 1
+        total += gates * hidden_size * (in_size + hidden_size + biases)
+        in_size = hidden_size
+    return total + (hidden_size + 1) * output_size

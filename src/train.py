@@ -1,0 +1,179 @@
+"""Train and test one recurrent model on one task, configured by Hydra (conf/train.yaml).
+
+    python -m src.train                                    # GRU, multiplication, classic protocol
+    python -m src.train model=lstm data=multiply seed=3 trainer.max_epochs=20
+    python -m src.train model=rnn model.hidden_size=64 model.num_layers=3
+    python -m src.train -m model=rnn,lstm,gru seed=1,2,3   # a sweep, one job per combination
+    python -m src.train --cfg job                          # print the composed config
+
+Each run writes to its own directory: config.yaml, train.log, csv/metrics.csv (per epoch),
+checkpoints/{best,last}.ckpt and metrics.json (final test metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from src.callbacks import EpochTimer
+from src.config_checks import ConfigError, check_config
+from src.models.module import SequenceModule
+from src.models.sequence_model import count_parameters
+from src.run_dir import atomic_write_text, create_run_dir, write_json
+
+log = logging.getLogger("seqlab")
+
+
+def setup_logging(run_dir: Path) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in list(root.handlers):
+        if getattr(handler, "seqlab", False):
+            root.removeHandler(handler)
+            handler.close()
+    handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(run_dir / "train.log")]
+    for handler in handlers:
+        handler.seqlab = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s] %(message)s", "%H:%M:%S"))
+        root.addHandler(handler)
+
+
+def save_config(cfg: DictConfig, run_dir: Path) -> None:
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if HydraConfig.initialized():
+        overrides = list(HydraConfig.get().overrides.task)
+        atomic_write_text(run_dir / "overrides.yaml", OmegaConf.to_yaml(overrides))
+
+
+def build_module(cfg: DictConfig) -> SequenceModule:
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    module = SequenceModule(
+        instantiate(cfg.model),
+        task=cfg.data.task,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=scheduler,
+        monitor=cfg.data.monitor,
+        tolerance=cfg.data.get("tolerance"),
+        num_classes=cfg.data.get("num_classes"),
+    )
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    return module
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
+    callbacks: list[L.Callback] = [EpochTimer()]
+    for callback_cfg in (cfg.get("callbacks") or {}).values():
+        if callback_cfg is None:
+            continue
+        if "ProgressBar" in callback_cfg._target_ and not cfg.trainer.enable_progress_bar:
+            continue
+        if callback_cfg._target_.endswith("ModelCheckpoint"):
+            callbacks.append(instantiate(callback_cfg, dirpath=str(run_dir / "checkpoints")))
+        else:
+            callbacks.append(instantiate(callback_cfg))
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
+    return [
+        instantiate(logger_cfg, save_dir=str(run_dir))
+        for logger_cfg in (cfg.get("logger") or {}).values()
+        if logger_cfg is not None
+    ]
+
+
+def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
+    return trainer.checkpoint_callback  # type: ignore[return-value]
+
+
+def _test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
+    checkpoint = _checkpoint_callback(trainer)
+    if checkpoint is None or trainer.fast_dev_run:
+        return None
+    path = checkpoint.best_model_path if cfg.test_ckpt == "best" else checkpoint.last_model_path
+    if not path:
+        log.warning("no %s checkpoint was saved; testing the final weights", cfg.test_ckpt)
+        return None
+    return path
+
+
+def print_summary(cfg: DictConfig, results: dict[str, Any], run_dir: Path) -> None:
+    lines = [
+        f"seqlab: {cfg.model.cell} on {cfg.data.name}, {results['num_params']:,} parameters, "
+        f"{results['epochs']} epochs, {results['train_epoch_seconds']:.2f} s per training epoch",
+    ]
+    for key in sorted(k for k in results if k.startswith("test/")):
+        lines.append(f"  {key:<28} {results[key]:.6g}")
+    lines.append(f"  {'run directory':<28} {run_dir}")
+    lines.append(f"  {'tested checkpoint':<28} {results['test_checkpoint'] or '(final weights)'}")
+    print("\n".join(lines), flush=True)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test, write metrics.json; return the results (also what sweepers read)."""
+    check_config(cfg)
+    if cfg.get("num_threads"):
+        torch.set_num_threads(cfg.num_threads)
+    L.seed_everything(cfg.seed, workers=True)
+
+    run_dir = create_run_dir(cfg)
+    setup_logging(run_dir)
+    save_config(cfg, run_dir)
+    log.info("run directory: %s", run_dir)
+
+    datamodule = instantiate(cfg.data, shuffle_seed=cfg.seed)
+    module = build_module(cfg)
+    callbacks = build_callbacks(cfg, run_dir)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=build_loggers(cfg, run_dir) or False,
+        default_root_dir=str(run_dir),
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    test_checkpoint = _test_checkpoint(cfg, trainer)
+    test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=test_checkpoint)[0]
+
+    timer = next(c for c in callbacks if isinstance(c, EpochTimer))
+    checkpoint = _checkpoint_callback(trainer)
+    best_score = checkpoint.best_model_score if checkpoint is not None else None
+    results: dict[str, Any] = {
+        **{key: float(value) for key, value in test_metrics.items()},
+        f"best_{cfg.data.monitor}": float(best_score) if best_score is not None else None,
+        "num_params": count_parameters(module.net),
+        "epochs": trainer.current_epoch,
+        "train_epoch_seconds": statistics.median(timer.train_epoch_seconds or [float("nan")]),
+        "test_checkpoint": test_checkpoint,
+    }
+    if trainer.is_global_zero:
+        write_json(run_dir / "metrics.json", results)
+        print_summary(cfg, results, run_dir)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        results = train(cfg)
+    except ConfigError as error:
+        print(f"seqlab: config error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    metric = cfg.get("optimized_metric")
+    value = results.get(f"best_{metric}", results.get(metric))
+    return float(value) if value is not None else None
+
+
+if __name__ == "__main__":
+    main()

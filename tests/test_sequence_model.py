@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from src.models.sequence_model import SequenceModel, count_parameters, keras_parameter_count
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_output_shape(cell, bidirectional):
+    model = SequenceModel(cell, 2, 3, hidden_size=8, num_layers=2, bidirectional=bidirectional)
+    assert model(torch.randn(5, 7, 2)).shape == (5, 3)
+
+
+def test_classic_parameter_counts():
+    counts = {c: count_parameters(SequenceModel(c, 2, 1, 30, 2)) for c in ("rnn", "lstm", "gru")}
+    # torch keeps two bias vectors per gate, Keras one (except its GRU): the GRU counts agree.
+    assert counts == {"rnn": 2911, "lstm": 11551, "gru": 8671}
+    keras = {c: keras_parameter_count(c, 2, 30, 2, 1) for c in ("rnn", "lstm", "gru")}
+    assert keras == {"rnn": 2851, "lstm": 11311, "gru": 8671}
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padding_after_a_sequence_end_is_never_read(cell, bidirectional):
+    torch.manual_seed(0)
+    model = SequenceModel(cell, 2, 1, 6, 2, bidirectional=bidirectional).eval()
+    x = torch.randn(3, 9, 2)
+    lengths = torch.tensor([9, 5, 7])
+    padded = x.clone()
+    for row, length in enumerate(lengths):
+        padded[row, length:] = 99.0
+    batched = model(padded, lengths)
+    one_by_one = torch.cat([model(x[i : i + 1, : lengths[i]]) for i in range(3)])
+    torch.testing.assert_close(batched, one_by_one)
+
+
+def test_keras_init_scheme():
+    model = SequenceModel("lstm", 2, 1, 4, 1, init="keras")
+    rnn = model.rnn
+    for block in rnn.weight_hh_l0.split(4):
+        torch.testing.assert_close(block @ block.T, torch.eye(4), atol=1e-5, rtol=0)
+    assert torch.equal(rnn.bias_hh_l0, torch.zeros(16))
+    assert torch.equal(rnn.bias_ih_l0[4:8], torch.ones(4))
+    assert (torch.cat([rnn.bias_ih_l0[:4], rnn.bias_ih_l0[8:]]) == 0).all()
+    assert torch.equal(model.head.bias, torch.zeros(1))
+
+
+def test_unknown_options_are_refused():
+    with pytest.raises(ValueError, match="available"):
+        SequenceModel("gur", 2, 1, 4)
+    with pytest.raises(ValueError, match="available"):
+        SequenceModel("gru", 2, 1, 4, init="he")
