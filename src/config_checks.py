@@ -12,6 +12,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+MNIST_TRAIN_SIZE = 60_000
+
 
 class ConfigError(ValueError):
     """A user mistake in the config; the message says which key and how to fix it."""
@@ -23,6 +25,7 @@ class Rule:
     kind: type
     check: Callable[[Any], bool] | None = None
     expected: str = ""
+    nullable: bool = False
 
 
 def positive(value: float) -> bool:
@@ -34,6 +37,8 @@ def one_of(*options: str) -> Callable[[Any], bool]:
 
 
 RULES = (
+    # data.mode first: model.input_size is looked up by it.
+    Rule("data.mode", str, one_of("row", "pixel", "permuted"), "one of row, pixel, permuted"),
     Rule("seed", int),
     Rule("model.cell", str, one_of("rnn", "lstm", "gru"), "one of rnn, lstm, gru"),
     Rule("model.input_size", int, positive, "> 0"),
@@ -52,8 +57,9 @@ RULES = (
     Rule("data.val_fraction", float, lambda v: 0 < v < 1, "in (0, 1)"),
     Rule("data.tolerance", float, positive, "> 0"),
     Rule("data.variant", str, one_of("classic", "paper_1997"), "one of classic, paper_1997"),
-    Rule("data.mode", str, one_of("row", "pixel", "permuted"), "one of row, pixel, permuted"),
     Rule("data.val_size", int, positive, "> 0"),
+    Rule("data.val_split", str, one_of("first", "random"), "one of first, random"),
+    Rule("data.train_subset", int, positive, "> 0 (or null for all)", nullable=True),
     Rule("trainer.max_epochs", int, lambda v: v >= 1 or v == -1, ">= 1 (or -1 for no limit)"),
     Rule("test_ckpt", str, one_of("best", "last"), "one of best, last"),
 )
@@ -71,6 +77,8 @@ def _check_rule(cfg: DictConfig, rule: Rule) -> None:
     if OmegaConf.select(cfg, rule.key, default="<absent>") == "<absent>":
         return
     value = OmegaConf.select(cfg, rule.key)
+    if value is None and rule.nullable:
+        return
     if not _kind_ok(value, rule.kind):
         raise ConfigError(
             f"{rule.key} must be {rule.kind.__name__}, got {value!r} ({type(value).__name__}). "
@@ -105,6 +113,11 @@ def check_config(cfg: DictConfig) -> None:
     data = cfg.data
     if "num_fit" in data:
         _check_multiply_splits(data)
+    if "val_size" in data and data.val_size >= MNIST_TRAIN_SIZE:
+        raise ConfigError(
+            f"data.val_size={data.val_size} leaves no training images out of "
+            f"{MNIST_TRAIN_SIZE}: choose a smaller data.val_size (classic: 5000)."
+        )
     if cfg.model.get("implementation") == "fused" and cfg.model.get("bidirectional"):
         raise ConfigError(
             "model.implementation=fused is unidirectional: set model.bidirectional=false or "

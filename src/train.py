@@ -3,11 +3,13 @@
     python -m src.train                                    # GRU, multiplication, classic protocol
     python -m src.train model=lstm data=multiply seed=3 trainer.max_epochs=20
     python -m src.train model=rnn model.hidden_size=64 model.num_layers=3
+    python -m src.train model=gru data=mnist               # sequential MNIST, rows
     python -m src.train -m model=rnn,lstm,gru seed=1,2,3   # a sweep, one job per combination
     python -m src.train --cfg job                          # print the composed config
 
 Each run writes to its own directory: config.yaml, train.log, csv/metrics.csv (per epoch),
-checkpoints/{best,last}.ckpt and metrics.json (final test metrics).
+checkpoints/{best,last}.ckpt, metrics.json (final test metrics) and, for classification,
+confusion_matrix.{csv,png}.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.callbacks import EpochTimer
 from src.config_checks import ConfigError, check_config
+from src.data.idx import IDXError
+from src.data.mnist_files import MNISTFetchError
 from src.models.module import SequenceModule
 from src.models.sequence_model import count_parameters
+from src.reports import save_confusion_matrix
 from src.run_dir import atomic_write_text, create_run_dir, write_json
 
 log = logging.getLogger("seqlab")
@@ -158,6 +163,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "test_checkpoint": test_checkpoint,
     }
     if trainer.is_global_zero:
+        if module.test_confusion is not None:
+            save_confusion_matrix(module.test_confusion.compute(), run_dir)
         write_json(run_dir / "metrics.json", results)
         print_summary(cfg, results, run_dir)
     return results
@@ -170,6 +177,9 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as error:
         print(f"seqlab: config error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except (MNISTFetchError, IDXError) as error:
+        print(f"seqlab: data error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
     metric = cfg.get("optimized_metric")
     value = results.get(f"best_{metric}", results.get(metric))
     return float(value) if value is not None else None

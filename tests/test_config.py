@@ -59,3 +59,33 @@ def test_cli_refuses_bad_values_before_any_output(tmp_path):
     assert result.returncode == 2
     assert "data.num_fit=2560" in result.stderr and "Traceback" not in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize(("mode", "input_size"), [("row", 28), ("pixel", 1), ("permuted", 1)])
+def test_mnist_composes_with_its_classic_protocol(compose_cfg, model, mode, input_size):
+    cfg = compose_cfg(f"model={model}", "data=mnist", f"data.mode={mode}")
+    check_config(cfg)
+    assert (cfg.model.hidden_size, cfg.model.num_layers) == (128, 1)
+    assert (cfg.data.batch_size, cfg.optimizer.lr) == (128, 1e-3)
+    assert (cfg.model.input_size, cfg.model.output_size) == (input_size, 10)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("data.mode=spiral", "data.mode"), ("data.val_size=60000", "data.val_size")],
+)
+def test_mnist_bad_values_are_refused(compose_cfg, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        check_config(compose_cfg("data=mnist", override))
+
+
+def test_cli_without_mnist_files_says_how_to_provide_them(tmp_path):
+    result = run_cli(
+        "data=mnist",
+        "data.mirrors=[]",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.output_dir={tmp_path / 'out'}",
+    )
+    assert result.returncode == 1
+    assert "SEQLAB_MNIST_MIRROR" in result.stderr and "Traceback" not in result.stderr

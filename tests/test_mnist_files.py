@@ -1,0 +1,247 @@
+"""Tests for src.data.mnist_files against a local HTTP server and local mirrors (no internet)."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import logging
+import shutil
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src.data.idx import IDXError, load_images, load_labels
+from src.data.mnist_files import (
+    MIRROR_ENV_VAR,
+    MNIST_SHA256,
+    MNISTFetchError,
+    decompressed_sha256,
+    fetch_mnist,
+)
+
+MNIST_DIR = Path(__file__).resolve().parents[2] / "shared/datasets/mnist"
+NAMES = list(MNIST_SHA256)
+
+
+def _idx(arr: np.ndarray) -> bytes:
+    return bytes([0, 0, 8, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
+
+
+def _fake_content(name: str) -> bytes:
+    rng = np.random.default_rng(len(name) + name.startswith("t10k"))
+    if "images" in name:
+        return _idx(rng.integers(0, 256, (5, 28, 28), dtype=np.uint8))
+    return _idx(rng.integers(0, 10, 5, dtype=np.uint8))
+
+
+CONTENT = {name: _fake_content(name) for name in NAMES}
+BLOBS = {name: gzip.compress(data, mtime=0) for name, data in CONTENT.items()}
+CHECKSUMS = {name: hashlib.sha256(data).hexdigest() for name, data in CONTENT.items()}
+
+
+class Server(ThreadingHTTPServer):
+    """Serves BLOBS under /<mirror>/<name>; `plan[mirror]` lists behaviours, the last repeats."""
+
+    plan: dict[str, list[str]]
+    requests: list[str]
+    release: threading.Event
+
+    def url(self, mirror: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/{mirror}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Server
+
+    def do_GET(self) -> None:
+        self.server.requests.append(self.path)
+        mirror, _, name = self.path.lstrip("/").partition("/")
+        plan = self.server.plan.setdefault(mirror, ["good"])
+        mode = plan.pop(0) if len(plan) > 1 else plan[0]
+        if name not in BLOBS or mode == "404":
+            return self.send_error(404)
+        if mode == "500":
+            return self.send_error(500)
+        if mode == "slow":
+            self.server.release.wait(5)
+        body = {
+            "html": b"<!DOCTYPE html><html><body>Service unavailable</body></html>",
+            "short": BLOBS[name][: len(BLOBS[name]) // 2],
+            "wrong": BLOBS[NAMES[(NAMES.index(name) + 1) % len(NAMES)]],
+        }.get(mode, BLOBS[name])
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        with contextlib.suppress(OSError):  # the client may have timed out and hung up
+            self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    srv = Server(("127.0.0.1", 0), Handler)
+    srv.plan, srv.requests, srv.release = {}, [], threading.Event()
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield srv
+    srv.release.set()
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def mirror_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "mirror"
+    d.mkdir()
+    for name, blob in BLOBS.items():
+        (d / name).write_bytes(blob)
+    return d
+
+
+@pytest.fixture
+def raw_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv(MIRROR_ENV_VAR, raising=False)
+    return tmp_path / "raw"
+
+
+def fetch(raw_dir: Path, mirrors: list[str], **kwargs: object) -> dict[str, Path]:
+    kwargs = {"checksums": CHECKSUMS, "backoff": 0.0, "progress": False, **kwargs}
+    return fetch_mnist(raw_dir, mirrors, **kwargs)  # type: ignore[arg-type]
+
+
+def assert_fetched(raw_dir: Path, paths: dict[str, Path]) -> None:
+    assert paths == {name: raw_dir / name for name in NAMES}
+    for name, path in paths.items():
+        assert gzip.decompress(path.read_bytes()) == CONTENT[name]
+    assert sorted(p.name for p in raw_dir.iterdir()) == sorted(NAMES)  # no *.part left
+
+
+def test_decompressed_sha256(mirror_dir: Path, tmp_path: Path) -> None:
+    assert decompressed_sha256(mirror_dir / NAMES[0]) == CHECKSUMS[NAMES[0]]
+    (tmp_path / "plain").write_bytes(CONTENT[NAMES[0]])
+    with pytest.raises(IDXError, match="plain: not gzip"):
+        decompressed_sha256(tmp_path / "plain")
+
+
+def test_first_good_mirror_wins(server: Server, raw_dir: Path) -> None:
+    assert_fetched(raw_dir, fetch(raw_dir, [server.url("a"), server.url("b")]))
+    assert sorted(server.requests) == sorted(f"/a/{n}" for n in NAMES)
+
+
+def test_falls_back_past_bad_mirror(server: Server, raw_dir: Path) -> None:
+    server.plan["bad"] = ["404"]
+    assert_fetched(raw_dir, fetch(raw_dir, [server.url("bad/"), server.url("good")]))
+    assert sum(r.startswith("/bad/") for r in server.requests) == len(NAMES)  # 404: no retry
+
+
+@pytest.mark.parametrize("as_url", [False, True])
+def test_local_mirror_first(server: Server, raw_dir: Path, mirror_dir: Path, as_url: bool) -> None:
+    local = mirror_dir.as_uri() if as_url else str(mirror_dir)
+    assert_fetched(raw_dir, fetch(raw_dir, [server.url("a")], local_mirror=local))
+    assert server.requests == []
+
+
+def test_env_var_mirror(
+    server: Server, raw_dir: Path, mirror_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(MIRROR_ENV_VAR, str(mirror_dir))
+    assert_fetched(raw_dir, fetch(raw_dir, [server.url("a")]))
+    assert server.requests == []
+
+
+def test_existing_verified_files_skip_network(server: Server, raw_dir: Path) -> None:
+    raw_dir.mkdir()
+    for name, blob in BLOBS.items():
+        (raw_dir / name).write_bytes(gzip.compress(gzip.decompress(blob), compresslevel=1))
+    before = {p.name: p.stat().st_mtime_ns for p in raw_dir.iterdir()}
+    fetch(raw_dir, [server.url("a")])
+    assert server.requests == []
+    assert {p.name: p.stat().st_mtime_ns for p in raw_dir.iterdir()} == before
+
+
+def test_corrupt_existing_file_is_replaced(server: Server, raw_dir: Path) -> None:
+    raw_dir.mkdir()
+    (raw_dir / NAMES[0]).write_bytes(BLOBS[NAMES[0]][:-8])
+    (raw_dir / NAMES[1]).write_bytes(BLOBS[NAMES[2]])
+    for name in NAMES[2:]:
+        (raw_dir / name).write_bytes(BLOBS[name])
+    assert_fetched(raw_dir, fetch(raw_dir, [server.url("a")]))
+    assert sorted(server.requests) == sorted([f"/a/{NAMES[0]}", f"/a/{NAMES[1]}"])
+
+
+def test_all_sources_failing(server: Server, raw_dir: Path, tmp_path: Path) -> None:
+    modes = ["404", "500", "html", "short", "wrong"]
+    for mode in modes:
+        server.plan[mode] = [mode]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    mirrors = [server.url(m) for m in modes] + ["ftp://example.invalid/mnist"]
+    with pytest.raises(MNISTFetchError) as info:
+        fetch(raw_dir, mirrors, local_mirror=str(empty), retries=2)
+    msg = str(info.value)
+    name = NAMES[0]
+    reasons = {
+        f"{empty / name}: file not found",
+        f"{server.url('404')}/{name}: HTTP 404",
+        f"{server.url('500')}/{name}: HTTP 500",
+        f"{server.url('html')}/{name}: not gzip",
+        f"{server.url('short')}/{name}: truncated gzip",
+        f"{server.url('wrong')}/{name}: checksum mismatch",
+        f"ftp://example.invalid/mnist/{name}: unsupported URL scheme",
+    }
+    for reason in reasons:
+        assert reason in msg
+    assert MIRROR_ENV_VAR in msg and str(raw_dir) in msg
+    assert server.requests.count(f"/500/{name}") == 2
+    assert list(raw_dir.iterdir()) == []
+
+
+def test_no_sources_configured(raw_dir: Path) -> None:
+    with pytest.raises(MNISTFetchError, match=f"{MIRROR_ENV_VAR} unset") as info:
+        fetch(raw_dir, [])
+    assert NAMES[0] in str(info.value) and "copy them into" in str(info.value)
+
+
+def test_unreachable_mirror_is_skipped_for_later_files(
+    server: Server, raw_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with ThreadingHTTPServer(("127.0.0.1", 0), Handler) as srv:
+        dead = f"http://127.0.0.1:{srv.server_address[1]}/x"  # port closed once this exits
+    caplog.set_level(logging.INFO, logger="src.data.mnist_files")
+    assert_fetched(raw_dir, fetch(raw_dir, [dead, server.url("a")], retries=2))
+    assert sum(dead in r.getMessage() and "Fetching" in r.getMessage() for r in caplog.records) == 1
+    assert "connection failed" in caplog.text
+
+
+def test_retries_500_then_good(server: Server, raw_dir: Path) -> None:
+    server.plan["flaky"] = ["500", "500", "good"]
+    assert_fetched(raw_dir, fetch(raw_dir, [server.url("flaky")], retries=3))
+    assert server.requests.count(f"/flaky/{NAMES[0]}") == 3
+
+
+def test_timeout_falls_through_to_next_mirror(server: Server, raw_dir: Path) -> None:
+    server.plan["slow"] = ["slow"]
+    start = time.perf_counter()
+    paths = fetch(raw_dir, [server.url("slow"), server.url("b")], timeout=0.2, retries=1)
+    assert_fetched(raw_dir, paths)
+    assert time.perf_counter() - start < 4
+    assert sum(r.startswith("/b/") for r in server.requests) == len(NAMES)
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="no local MNIST copy")
+def test_real_mnist_from_local_mirror(tmp_path: Path) -> None:
+    paths = fetch_mnist(tmp_path, mirrors=[], local_mirror=str(MNIST_DIR), progress=False)
+    assert set(paths) == set(MNIST_SHA256)
+    assert load_images(paths["t10k-images-idx3-ubyte.gz"]).shape == (10000, 28, 28)
+    assert load_labels(paths["train-labels-idx1-ubyte.gz"]).shape == (60000,)
+    shutil.rmtree(tmp_path)
