@@ -60,3 +60,16 @@ def test_a_small_gru_learns_the_multiplication_problem(compose_cfg):
     results = train(cfg)
     assert results["test/mse"] < 0.005
     assert results["test/tolerance_accuracy"] > 0.6
+
+
+def test_scheduler_and_gradient_clipping_come_from_config(compose_cfg, tmp_path):
+    cfg = compose_cfg(
+        "scheduler=cosine", "trainer.gradient_clip_val=0.5", "trainer.max_epochs=3", *SMALL
+    )
+    train(cfg)
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    rows = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
+    column = rows[0].split(",").index("lr-Adam")
+    rates = [float(row.split(",")[column]) for row in rows[1:] if row.split(",")[column]]
+    assert rates[0] == pytest.approx(1e-3)
+    assert rates == sorted(rates, reverse=True) and rates[-1] < rates[0]
