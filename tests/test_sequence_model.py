@@ -50,3 +50,14 @@ def test_unknown_options_are_refused():
         SequenceModel("gur", 2, 1, 4)
     with pytest.raises(ValueError, match="available"):
         SequenceModel("gru", 2, 1, 4, init="he")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_fused_implementation_gives_torch_results(cell):
+    torch.manual_seed(0)
+    reference = SequenceModel(cell, 2, 1, 8, 2, implementation="torch")
+    fused = SequenceModel(cell, 2, 1, 8, 2, implementation="fused")
+    fused.load_state_dict(reference.state_dict())
+    x, lengths = torch.randn(4, 12, 2), torch.tensor([12, 7, 9, 12])
+    for model_lengths in (None, lengths):
+        torch.testing.assert_close(fused(x, model_lengths), reference(x, model_lengths))

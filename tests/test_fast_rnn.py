@@ -1,0 +1,143 @@
+"""FastRNN against torch.nn.RNN/LSTM/GRU: outputs, states and every gradient, both backends."""
+
+import pytest
+import torch
+from torch import nn
+
+from src.models import fast_rnn
+from src.models.fast_rnn import FastRNN, Mode
+
+TORCH = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+MODES: list[Mode] = ["rnn", "lstm", "gru"]
+
+
+@pytest.fixture(params=["native", "torchscript"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "native":
+        if fast_rnn._native() is None:
+            pytest.skip("C++ loops unavailable here")
+    else:
+        monkeypatch.setattr(fast_rnn, "_native", lambda: None)
+    return request.param
+
+
+def pair(mode: Mode, layers: int, dtype: torch.dtype, size: tuple[int, int] = (3, 5)):
+    torch.manual_seed(0)
+    ref = TORCH[mode](*size, layers, batch_first=True).to(dtype)
+    fast = FastRNN(mode, *size, num_layers=layers).to(dtype)
+    fast.load_state_dict(ref.state_dict())
+    return ref, fast
+
+
+def run(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    out, state = module(x)
+    return out, list(state) if isinstance(state, tuple) else [state]
+
+
+def compare(mode: Mode, layers: int, dtype: torch.dtype, steps: int, **tol: float) -> None:
+    ref, fast = pair(mode, layers, dtype)
+    x = torch.randn(4, steps, 3, dtype=dtype)
+    x_ref, x_fast = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_ref, states_ref = run(ref, x_ref)
+    out_fast, states_fast = run(fast, x_fast)
+    assert out_fast.shape == out_ref.shape and len(states_fast) == len(states_ref)
+    for a, b in zip([out_fast, *states_fast], [out_ref, *states_ref], strict=True):
+        torch.testing.assert_close(a, b, **tol)
+    grads = [torch.randn_like(t) for t in [out_ref, *states_ref]]
+    torch.autograd.backward([out_ref, *states_ref], grads)
+    torch.autograd.backward([out_fast, *states_fast], grads)
+    torch.testing.assert_close(x_fast.grad, x_ref.grad, **tol)
+    for (name, p), (name_ref, p_ref) in zip(
+        fast.named_parameters(), ref.named_parameters(), strict=True
+    ):
+        assert name == name_ref
+        torch.testing.assert_close(p.grad, p_ref.grad, **tol, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("steps", [7, 1])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("mode", MODES)
+def test_matches_torch_float64(backend: str, mode: Mode, layers: int, steps: int) -> None:
+    compare(mode, layers, torch.float64, steps)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_matches_torch_float32(backend: str, mode: Mode) -> None:
+    compare(mode, 2, torch.float32, 20, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gradcheck(backend: str, mode: Mode) -> None:
+    torch.manual_seed(0)
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[mode]
+    h, i = 3, 2
+    args = [
+        torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        for shape in [(4, 2, i), (gates * h, i), (gates * h,), (gates * h, h), (gates * h,)]
+    ]
+    assert torch.autograd.gradcheck(lambda *a: fast_rnn._Layer.apply(mode, *a), args)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_parameters_and_init_like_torch(mode: Mode) -> None:
+    ref, fast = TORCH[mode](3, 16, 2, batch_first=True), FastRNN(mode, 3, 16, 2)
+    assert [(n, p.shape) for n, p in fast.named_parameters()] == [
+        (n, p.shape) for n, p in ref.named_parameters()
+    ]
+    for p in fast.parameters():
+        assert p.abs().max() <= 16**-0.5 and p.std() > 0.5 * 16**-0.5 / 3**0.5
+    ref.load_state_dict(fast.state_dict())  # and the other way round
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_dropout(mode: Mode) -> None:
+    torch.manual_seed(0)
+    fast = FastRNN(mode, 3, 8, num_layers=2, dropout=0.5)
+    plain = FastRNN(mode, 3, 8, num_layers=2)
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(4, 6, 3)
+    fast.eval()
+    torch.testing.assert_close(fast(x)[0], plain(x)[0])
+    fast.train()
+    out = fast(x)[0]
+    assert not torch.allclose(out, plain(x)[0])
+    out.sum().backward()
+    assert all(p.grad is not None for p in fast.parameters())
+    # Dropout between layers only: with one layer training mode changes nothing.
+    single = FastRNN(mode, 3, 8, dropout=0.5).train()
+    torch.testing.assert_close(single(x)[0], single.eval()(x)[0])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_torch_fallback_path_matches(mode: Mode) -> None:
+    # The path used for non-CPU inputs, checked on CPU.
+    _, fast = pair(mode, 2, torch.float64)
+    x = torch.randn(4, 5, 3, dtype=torch.float64)
+    out, states = run(fast, x)
+    out_t, state_t = fast._torch_forward(x)
+    torch.testing.assert_close(out_t, out)
+    for a, b in zip(state_t if isinstance(state_t, tuple) else [state_t], states, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_learns_sign_of_first_input() -> None:
+    torch.manual_seed(0)
+    rnn, head = FastRNN("gru", 1, 16), nn.Linear(16, 1)
+    opt = torch.optim.Adam([*rnn.parameters(), *head.parameters()], lr=1e-2)
+    losses = []
+    for _ in range(300):
+        x = torch.randn(32, 10, 1)
+        target = (x[:, 0] > 0).float()
+        loss = nn.functional.binary_cross_entropy_with_logits(head(rnn(x)[0][:, -1]), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-20:]) / 20 < 0.2 * sum(losses[:20]) / 20
+
+
+def test_rejects_bad_input() -> None:
+    with pytest.raises(ValueError):
+        FastRNN("gru", 3, 4)(torch.randn(2, 3))
+    with pytest.raises(ValueError):
+        FastRNN("cell", 3, 4)  # type: ignore[arg-type]
