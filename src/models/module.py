@@ -14,7 +14,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from src.metrics import ToleranceAccuracy
@@ -59,6 +59,7 @@ class SequenceModule(L.LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.test_confusion = (
             MulticlassConfusionMatrix(num_classes) if task == "classification" else None
         )
@@ -77,32 +78,50 @@ class SequenceModule(L.LightningModule):
     def predictions(self, output: Tensor) -> Tensor:
         return output if self.task == "regression" else output.argmax(dim=-1)
 
-    def _step(
-        self, batch: dict[str, Tensor], split: str, metrics: MetricCollection
-    ) -> tuple[Tensor, Tensor]:
+    def _step(self, batch: dict[str, Tensor], split: str) -> tuple[Tensor, Tensor]:
         output = self(batch["x"], batch.get("lengths"))
         loss = self.loss(output, batch["y"])
         predictions = self.predictions(output.detach())
+        # Only on-device updates per step: Lightning's self.log costs milliseconds a call, as
+        # much as a whole step of these small models, so values are logged once per epoch.
+        metrics, mean_loss = self._split_state(split)
         metrics.update(predictions, batch["y"])
-        size = batch["y"].shape[0]
-        self.log(f"{split}/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=size)
-        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=size)
+        mean_loss.update(loss.detach(), weight=batch["y"].shape[0])
         return loss, predictions
 
+    def _split_state(self, split: str) -> tuple[MetricCollection, MeanMetric]:
+        return getattr(self, f"{split}_metrics"), getattr(self, f"{split}_loss")
+
+    def _log_epoch(self, split: str) -> None:
+        metrics, mean_loss = self._split_state(split)
+        # compute() synchronises the states across ranks, so every rank logs the same values.
+        self.log_dict({f"{split}/loss": mean_loss.compute(), **metrics.compute()})
+        metrics.reset()
+        mean_loss.reset()
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train", self.train_metrics)[0]
+        return self._step(batch, "train")[0]
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val", self.val_metrics)
+        self._step(batch, "val")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        _, predictions = self._step(batch, "test", self.test_metrics)
+        _, predictions = self._step(batch, "test")
         if self.test_confusion is not None:
             self.test_confusion.update(predictions, batch["y"])
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
 
     def on_test_epoch_start(self) -> None:
         if self.test_confusion is not None:
             self.test_confusion.reset()
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())
