@@ -37,8 +37,11 @@ def test_padding_after_a_sequence_end_is_never_read(cell, bidirectional):
 def test_keras_init_scheme():
     model = SequenceModel("lstm", 2, 1, 4, 1, init="keras")
     rnn = model.rnn
-    for block in rnn.weight_hh_l0.split(4):
-        torch.testing.assert_close(block @ block.T, torch.eye(4), atol=1e-5, rtol=0)
+    # One orthogonal kernel over all four gates, as Keras draws it: orthonormal columns.
+    weight_hh = rnn.weight_hh_l0
+    torch.testing.assert_close(weight_hh.T @ weight_hh, torch.eye(4), atol=1e-5, rtol=0)
+    # Not one orthogonal block per gate, which would give a squared norm of 4 x 4 = 16.
+    assert weight_hh.square().sum().item() == pytest.approx(4.0, abs=1e-4)
     assert torch.equal(rnn.bias_hh_l0, torch.zeros(16))
     assert torch.equal(rnn.bias_ih_l0[4:8], torch.ones(4))
     assert (torch.cat([rnn.bias_ih_l0[:4], rnn.bias_ih_l0[8:]]) == 0).all()

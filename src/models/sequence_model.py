@@ -81,15 +81,17 @@ class SequenceModel(nn.Module):
 
 
 def keras_init(model: SequenceModel, cell: str) -> None:
-    """Keras defaults: Glorot-uniform input kernels, orthogonal recurrent kernels (per gate),
-    zero biases, LSTM forget-gate bias 1; Glorot-uniform head with zero bias."""
+    """Keras defaults: Glorot-uniform input kernels, orthogonal recurrent kernels, zero biases,
+    LSTM forget-gate bias 1; Glorot-uniform head with zero bias."""
     hidden_size = model.head.in_features // model.num_directions
     for name, param in model.rnn.named_parameters():
         if name.startswith("weight_ih"):
             nn.init.xavier_uniform_(param)
         elif name.startswith("weight_hh"):
-            for block in param.data.split(hidden_size):
-                nn.init.orthogonal_(block)
+            # Keras draws one orthogonal [hidden, gates * hidden] kernel for all gates together;
+            # torch stores its transpose, so W^T W = I. Per-gate orthogonal blocks would make
+            # every gate's recurrent weights sqrt(gates) times larger than Keras's.
+            nn.init.orthogonal_(param)
         elif name.startswith("bias"):
             nn.init.zeros_(param)
             # torch keeps two biases per gate; Keras has one, so the forget bias goes on one.
