@@ -14,7 +14,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from src.metrics import ToleranceAccuracy
@@ -59,6 +59,9 @@ class SequenceModule(L.LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        # The epoch loss as a torchmetrics mean, whose sums sync exactly across DDP ranks;
+        # Lightning's sync_dist averages integer sample counts, which rounds when shards differ.
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.test_confusion = (
             MulticlassConfusionMatrix(num_classes) if task == "classification" else None
         )
@@ -85,7 +88,9 @@ class SequenceModule(L.LightningModule):
         predictions = self.predictions(output.detach())
         metrics.update(predictions, batch["y"])
         size = batch["y"].shape[0]
-        self.log(f"{split}/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=size)
+        loss_mean: MeanMetric = getattr(self, f"{split}_loss")
+        loss_mean.update(loss.detach(), weight=size)
+        self.log(f"{split}/loss", loss_mean, on_step=False, on_epoch=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=size)
         return loss, predictions
 
