@@ -37,6 +37,7 @@ from src.models.sequence_model import count_parameters
 from src.reports import save_confusion_matrix
 from src.run_dir import atomic_write_text, create_run_dir, write_json
 from src.sample_count import EvaluatedSamples
+from src.sweep_checks import check_sweep
 from src.threads import configure_threads
 
 log = logging.getLogger("seqlab")
@@ -133,8 +134,9 @@ def print_summary(cfg: DictConfig, results: dict[str, Any], run_dir: Path) -> No
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test, write metrics.json; return the results (also what sweepers read)."""
     check_config(cfg)
+    check_sweep(cfg)
     check_distributed(cfg)
-    configure_threads(cfg.get("num_threads"))
+    threads = configure_threads(cfg.get("num_threads"))
     L.seed_everything(cfg.seed, workers=True)
 
     run_dir = create_run_dir(cfg)
@@ -143,7 +145,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     setup_logging(run_dir if writes_files else None)
     if writes_files:
         save_config(cfg, run_dir)
-    log.info("run directory: %s", run_dir)
+    log.info("run directory: %s (%d torch threads)", run_dir, threads)
 
     datamodule = instantiate(cfg.data, shuffle_seed=cfg.seed)
     module = build_module(cfg)
