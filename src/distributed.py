@@ -26,6 +26,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 
 # Private, but the only way to tell "re-runs the command line" apart from "spawns a function".
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 
@@ -59,6 +60,8 @@ class ProcessPlan:
     world_size: int
     # Lightning will start the other ranks of this node by re-running the command line.
     relaunches_command: bool
+    # Lightning will run fit and test in spawned processes (ddp_spawn, ddp_fork).
+    spawns_processes: bool
 
 
 @contextmanager
@@ -90,7 +93,8 @@ def plan_processes(trainer_cfg: DictConfig) -> ProcessPlan:
         and not strategy.cluster_environment.creates_processes_externally  # type: ignore[attr-defined]
         and probe.num_devices > 1
     )
-    return ProcessPlan(world_size=probe.world_size, relaunches_command=relaunches)
+    spawns = isinstance(strategy.launcher, _MultiProcessingLauncher) and probe.num_devices > 1
+    return ProcessPlan(probe.world_size, relaunches_command=relaunches, spawns_processes=spawns)
 
 
 def _started_as_train_command() -> bool:
@@ -115,6 +119,12 @@ def check_launch(plan: ProcessPlan) -> None:
     """Refuse launches in which DDP would re-run the wrong command."""
     if plan.world_size == 1:
         return
+    if plan.spawns_processes:
+        raise ConfigError(
+            "a spawning trainer.strategy (ddp_spawn, ddp_fork, ...) runs fit and test in child "
+            "processes whose state (epochs, best score, timings) never comes back, so "
+            "metrics.json and sweeps would miss it: use trainer=ddp or trainer=ddp_cpu."
+        )
     in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if in_multirun and "submitit" not in _hydra_launcher_target():
         raise ConfigError(

@@ -145,7 +145,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     setup_logging(run_dir if writes_files else None)
     if writes_files:
         save_config(cfg, run_dir)
-    log.info("run directory: %s (%d torch threads)", run_dir, threads)
+    writer = "" if writes_files else "; a rank > 0, which writes nothing"
+    log.info("run directory: %s (%d torch threads%s)", run_dir, threads, writer)
 
     datamodule = instantiate(cfg.data, shuffle_seed=cfg.seed)
     module = build_module(cfg)

@@ -69,6 +69,12 @@ def test_ddp_that_would_rerun_another_program_is_refused(compose_cfg):
         train(compose_cfg("trainer=ddp_cpu", *ODD_SPLITS))
 
 
+def test_spawning_strategies_whose_results_would_be_lost_are_refused(compose_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="use trainer=ddp"):
+        train(compose_cfg("trainer=ddp_cpu", "trainer.strategy=ddp_spawn", *ODD_SPLITS))
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_the_global_batch_must_divide_by_the_world_size(compose_cfg, tmp_path):
     with pytest.raises(ConfigError, match=r"data\.batch_size=33 .* divide by 2"):
         train(compose_cfg("trainer=ddp_cpu", "data.batch_size=33", *ODD_SPLITS))
