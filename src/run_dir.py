@@ -1,8 +1,10 @@
 """Where a run's files go: one directory per run, created here rather than by Hydra.
 
 A fresh directory gets a timestamp, the run name and a random suffix and is created with an
-exclusive mkdir, so jobs started in the same second never share one. Processes that DDP starts
-for ranks > 0 find the directory of their launcher in an environment variable and write nothing.
+exclusive mkdir, so jobs started in the same second never share one. Only global rank 0 of a
+DDP run creates or writes anything: ranks that Lightning starts by re-running the command find
+rank 0's directory in an environment variable; ranks started by torchrun or srun, which cannot
+know it, get a path that is never created (their checkpoint paths come from rank 0 anyway).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from src.distributed import is_launch_rank_zero
+
 RUN_DIR_ENV_VAR = "SEQLAB_RUN_DIR"
 
 
@@ -31,12 +35,25 @@ def _hydra_multirun_dir() -> Path | None:
     return Path(hydra_cfg.runtime.output_dir)
 
 
+def _run_dir_of_rank_zero(cfg: DictConfig) -> Path:
+    if cfg.paths.run_dir:
+        return Path(cfg.paths.run_dir)
+    if (multirun_dir := _hydra_multirun_dir()) is not None:
+        return multirun_dir
+    if os.environ.get(RUN_DIR_ENV_VAR):
+        return Path(os.environ[RUN_DIR_ENV_VAR])
+    return Path(cfg.paths.output_dir) / "runs" / "unknown-on-this-rank"
+
+
 def create_run_dir(cfg: DictConfig) -> Path:
-    """The run directory: `paths.run_dir` if set, the job's directory in a multirun, else new."""
+    """The run directory: `paths.run_dir` if set, the job's directory in a multirun, else new.
+
+    On ranks > 0 of a DDP run: rank 0's directory, not created.
+    """
+    if not is_launch_rank_zero():
+        return _run_dir_of_rank_zero(cfg)
     if cfg.paths.run_dir:
         run_dir = Path(cfg.paths.run_dir)
-    elif os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get(RUN_DIR_ENV_VAR):
-        run_dir = Path(os.environ[RUN_DIR_ENV_VAR])
     elif (multirun_dir := _hydra_multirun_dir()) is not None:
         run_dir = multirun_dir
     else:

@@ -22,7 +22,6 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -32,22 +31,29 @@ from src.callbacks import EpochTimer
 from src.config_checks import ConfigError, check_config
 from src.data.idx import IDXError
 from src.data.mnist_files import MNISTFetchError
+from src.distributed import check_distributed, is_launch_rank_zero
 from src.models.module import SequenceModule
 from src.models.sequence_model import count_parameters
 from src.reports import save_confusion_matrix
 from src.run_dir import atomic_write_text, create_run_dir, write_json
+from src.sample_count import EvaluatedSamples
+from src.sweep_checks import check_sweep
+from src.threads import configure_threads
 
 log = logging.getLogger("seqlab")
 
 
-def setup_logging(run_dir: Path) -> None:
+def setup_logging(run_dir: Path | None) -> None:
+    """Log to stdout and, given a run directory, to its train.log."""
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for handler in list(root.handlers):
         if getattr(handler, "seqlab", False):
             root.removeHandler(handler)
             handler.close()
-    handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(run_dir / "train.log")]
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if run_dir is not None:
+        handlers.append(logging.FileHandler(run_dir / "train.log"))
     for handler in handlers:
         handler.seqlab = True  # type: ignore[attr-defined]
         handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s] %(message)s", "%H:%M:%S"))
@@ -77,7 +83,7 @@ def build_module(cfg: DictConfig) -> SequenceModule:
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
-    callbacks: list[L.Callback] = [EpochTimer()]
+    callbacks: list[L.Callback] = [EpochTimer(), EvaluatedSamples()]
     for callback_cfg in (cfg.get("callbacks") or {}).values():
         if callback_cfg is None:
             continue
@@ -128,14 +134,19 @@ def print_summary(cfg: DictConfig, results: dict[str, Any], run_dir: Path) -> No
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test, write metrics.json; return the results (also what sweepers read)."""
     check_config(cfg)
-    if cfg.get("num_threads"):
-        torch.set_num_threads(cfg.num_threads)
+    check_sweep(cfg)
+    check_distributed(cfg)
+    threads = configure_threads(cfg.get("num_threads"))
     L.seed_everything(cfg.seed, workers=True)
 
     run_dir = create_run_dir(cfg)
-    setup_logging(run_dir)
-    save_config(cfg, run_dir)
-    log.info("run directory: %s", run_dir)
+    # Under DDP only global rank 0 writes files; the other ranks log to stdout.
+    writes_files = is_launch_rank_zero()
+    setup_logging(run_dir if writes_files else None)
+    if writes_files:
+        save_config(cfg, run_dir)
+    writer = "" if writes_files else "; a rank > 0, which writes nothing"
+    log.info("run directory: %s (%d torch threads%s)", run_dir, threads, writer)
 
     datamodule = instantiate(cfg.data, shuffle_seed=cfg.seed)
     module = build_module(cfg)
@@ -152,6 +163,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=test_checkpoint)[0]
 
     timer = next(c for c in callbacks if isinstance(c, EpochTimer))
+    evaluated = next(c for c in callbacks if isinstance(c, EvaluatedSamples))
     checkpoint = _checkpoint_callback(trainer)
     best_score = checkpoint.best_model_score if checkpoint is not None else None
     results: dict[str, Any] = {
@@ -161,10 +173,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "train_epoch_seconds": statistics.median(timer.train_epoch_seconds or [float("nan")]),
         "test_checkpoint": test_checkpoint,
+        "val_samples": evaluated.val_samples,
+        "test_samples": evaluated.test_samples,
     }
+    # On every rank: compute() gathers the counts of all ranks, a collective.
+    confusion = module.test_confusion.compute() if module.test_confusion is not None else None
     if trainer.is_global_zero:
-        if module.test_confusion is not None:
-            save_confusion_matrix(module.test_confusion.compute(), run_dir)
+        if confusion is not None:
+            save_confusion_matrix(confusion, run_dir)
         write_json(run_dir / "metrics.json", results)
         print_summary(cfg, results, run_dir)
     return results

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from src.distributed import per_rank_batch_size
+
 
 class TensorBatchSampler(Sampler[Tensor]):
     """Index batches over `num_samples` items, shuffled by `seed + epoch`, sharded by rank.
@@ -117,6 +119,7 @@ class InMemoryDataModule(L.LightningDataModule):
     """A DataModule whose splits are tensors in memory, moved once to the training device.
 
     Subclasses build the splits; this class serves them as sharded, seeded index batches.
+    `batch_size` is global: under DDP each of the ranks takes `batch_size / world_size`.
     Keys of the data config that describe the task for the model side (name, task, sizes,
     tolerance, monitor) arrive in `task_info` and are kept only for reference.
     """
@@ -146,7 +149,7 @@ class InMemoryDataModule(L.LightningDataModule):
             rank, world_size = self.trainer.global_rank, self.trainer.world_size
         return batch_loader(
             self.splits[split],
-            self.batch_size,
+            per_rank_batch_size(self.batch_size, world_size),
             shuffle=shuffle,
             seed=self.shuffle_seed,
             rank=rank,

@@ -59,6 +59,8 @@ class SequenceModule(L.LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        # The epoch loss as a torchmetrics mean, whose sums sync exactly across DDP ranks;
+        # Lightning's sync_dist averages integer sample counts, which rounds when shards differ.
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.test_confusion = (
             MulticlassConfusionMatrix(num_classes) if task == "classification" else None
