@@ -62,18 +62,18 @@ class RunCSVLogger(CSVLogger):
         kept = _rows_before(metrics_csv, self._resume_step) if metrics_csv.is_file() else []
         experiment = super().experiment
         for row in kept:
-            experiment.log_metrics(row, step=int(row.pop("step")))
+            experiment.log_metrics(row, step=int(row.pop("step")))  # type: ignore[arg-type]
         experiment.save()
         return experiment
 
 
-def _rows_before(metrics_csv: Path, step: int) -> list[dict[str, float]]:
+def _rows_before(metrics_csv: Path, step: int) -> list[dict[str, str]]:
+    """The rows logged before `step`, as written (values stay the text they were)."""
     with metrics_csv.open(newline="") as handle:
         rows = [
-            {name: float(value) for name, value in row.items() if value}
-            for row in csv.DictReader(handle)
+            {name: value for name, value in row.items() if value} for row in csv.DictReader(handle)
         ]
-    return [row for row in rows if row.get("step", step) < step]
+    return [row for row in rows if int(row.get("step", step)) < step]
 
 
 class WandbRunLogger(WandbLogger):
@@ -156,3 +156,6 @@ def finish_loggers(loggers: list[Logger], *, failed: bool) -> None:
 
         if wandb.run is not None:
             wandb.finish(exit_code=1 if failed else 0)
+            # finish() returns before W&B's service has written the run to disk; stopping the
+            # service waits for it, so the run's files are complete when train() returns.
+            wandb.teardown()
