@@ -106,9 +106,10 @@ class WandbRunLogger(WandbLogger):
             reason = str(error).strip().splitlines()[0]
             self._wandb_init["mode"] = "offline"
             run = WandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
+            run_folder = Path(run.dir).parent
             print(
-                f"seqlab: W&B cannot log online ({reason}); logging offline to {run.dir}. "
-                f"Upload it later with: wandb sync {Path(run.dir).parent}",
+                f"seqlab: W&B cannot log online ({reason}); logging offline to {run_folder}. "
+                f"Upload it later with: wandb sync {run_folder}",
                 file=sys.stderr,
                 flush=True,
             )
