@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from torch import Tensor
 
+from src.plots import save_figure
 from src.run_dir import atomic_write_text
 
 
-def save_confusion_matrix(matrix: Tensor, run_dir: Path) -> None:
+def save_confusion_matrix(matrix: Tensor, run_dir: Path) -> Path:
     """Rows are true classes, columns predicted ones."""
     counts = matrix.cpu().long().tolist()
     classes = range(len(counts))
@@ -31,7 +29,4 @@ def save_confusion_matrix(matrix: Tensor, run_dir: Path) -> None:
     axes.set_title("test confusion matrix")
     figure.colorbar(image, ax=axes, label="log(1 + count)")
     figure.tight_layout()
-    tmp = run_dir / ".confusion_matrix.tmp.png"
-    figure.savefig(tmp, dpi=120)
-    plt.close(figure)
-    tmp.replace(run_dir / "confusion_matrix.png")
+    return save_figure(figure, run_dir / "confusion_matrix.png")

@@ -8,8 +8,11 @@
     python -m src.train --cfg job                          # print the composed config
 
 Each run writes to its own directory: config.yaml, train.log, csv/metrics.csv (per epoch),
-checkpoints/{best,last}.ckpt, metrics.json (final test metrics) and, for classification,
-confusion_matrix.{csv,png}.
+checkpoints/{best,last}.ckpt, metrics.json (final test metrics), plots (learning curves; the
+multiplication problem: predictions.png; MNIST: confusion_matrix.{csv,png}, misclassified.png)
+and the files of the other loggers chosen (conf/logger).
+
+    python -m src.train paths.run_dir=<run dir> ckpt_path=last   # resume an interrupted run
 """
 
 from __future__ import annotations
@@ -27,15 +30,16 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from src.callbacks import EpochTimer
-from src.config_checks import ConfigError, check_config
-from src.data.idx import IDXError
-from src.data.mnist_files import MNISTFetchError
+from src.callbacks import BatchSeeding, EpochTimer
+from src.checkpoints import CHECKPOINT_DIRNAME, ResumePoint, resume_point
+from src.cli_errors import exit_on_user_error
+from src.config_checks import check_config
 from src.distributed import check_distributed, is_launch_rank_zero
+from src.loggers import build_loggers, finish_loggers, log_images
 from src.models.module import SequenceModule
 from src.models.sequence_model import count_parameters
-from src.reports import save_confusion_matrix
 from src.run_dir import atomic_write_text, create_run_dir, write_json
+from src.run_plots import save_run_plots
 from src.sample_count import EvaluatedSamples
 from src.sweep_checks import check_sweep
 from src.threads import configure_threads
@@ -79,40 +83,36 @@ def build_module(cfg: DictConfig) -> SequenceModule:
         num_classes=cfg.data.get("num_classes"),
     )
     module.run_config = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    # As hyperparameters, the config reaches every logger (W&B config, TensorBoard hparams, ...).
+    module.save_hyperparameters(module.run_config)
     return module
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
-    callbacks: list[L.Callback] = [EpochTimer(), EvaluatedSamples()]
+    callbacks: list[L.Callback] = [EpochTimer(), BatchSeeding(cfg.seed), EvaluatedSamples()]
     for callback_cfg in (cfg.get("callbacks") or {}).values():
         if callback_cfg is None:
             continue
         if "ProgressBar" in callback_cfg._target_ and not cfg.trainer.enable_progress_bar:
             continue
         if callback_cfg._target_.endswith("ModelCheckpoint"):
-            callbacks.append(instantiate(callback_cfg, dirpath=str(run_dir / "checkpoints")))
+            callbacks.append(instantiate(callback_cfg, dirpath=str(run_dir / CHECKPOINT_DIRNAME)))
         else:
             callbacks.append(instantiate(callback_cfg))
     return callbacks
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
-    return [
-        instantiate(logger_cfg, save_dir=str(run_dir))
-        for logger_cfg in (cfg.get("logger") or {}).values()
-        if logger_cfg is not None
-    ]
-
-
-def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
-    return trainer.checkpoint_callback  # type: ignore[return-value]
+def _checkpoint_callback(trainer: L.Trainer, monitor: str | None) -> ModelCheckpoint | None:
+    """The ModelCheckpoint of `monitor` (data.monitor: best.ckpt; None: last.ckpt)."""
+    return next((c for c in trainer.checkpoint_callbacks if c.monitor == monitor), None)  # type: ignore[union-attr]
 
 
 def _test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
-    checkpoint = _checkpoint_callback(trainer)
+    monitor = cfg.data.monitor if cfg.test_ckpt == "best" else None
+    checkpoint = _checkpoint_callback(trainer, monitor)
     if checkpoint is None or trainer.fast_dev_run:
         return None
-    path = checkpoint.best_model_path if cfg.test_ckpt == "best" else checkpoint.last_model_path
+    path = checkpoint.best_model_path
     if not path:
         log.warning("no %s checkpoint was saved; testing the final weights", cfg.test_ckpt)
         return None
@@ -138,6 +138,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_distributed(cfg)
     threads = configure_threads(cfg.get("num_threads"))
     L.seed_everything(cfg.seed, workers=True)
+    resume = resume_point(cfg)
 
     run_dir = create_run_dir(cfg)
     # Under DDP only global rank 0 writes files; the other ranks log to stdout.
@@ -147,24 +148,44 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         save_config(cfg, run_dir)
     writer = "" if writes_files else "; a rank > 0, which writes nothing"
     log.info("run directory: %s (%d torch threads%s)", run_dir, threads, writer)
+    if resume is not None:
+        log.info("resuming from %s (step %d)", resume.path, resume.global_step)
 
     datamodule = instantiate(cfg.data, shuffle_seed=cfg.seed)
     module = build_module(cfg)
     callbacks = build_callbacks(cfg, run_dir)
+    loggers = build_loggers(cfg, run_dir, resume)
     trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        callbacks=callbacks,
-        logger=build_loggers(cfg, run_dir) or False,
-        default_root_dir=str(run_dir),
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir)
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        results = _fit_and_test(cfg, trainer, module, datamodule, resume, run_dir)
+    except BaseException:
+        finish_loggers(loggers, failed=True)
+        raise
+    finish_loggers(loggers, failed=False)
+    return results
+
+
+def _fit_and_test(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: SequenceModule,
+    datamodule: L.LightningDataModule,
+    resume: ResumePoint | None,
+    run_dir: Path,
+) -> dict[str, Any]:
+    ckpt_path = resume.path if resume is not None else None
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
     test_checkpoint = _test_checkpoint(cfg, trainer)
-    test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=test_checkpoint)[0]
+    test_metrics = trainer.test(
+        module, datamodule=datamodule, ckpt_path=test_checkpoint, weights_only=True
+    )[0]
 
-    timer = next(c for c in callbacks if isinstance(c, EpochTimer))
-    evaluated = next(c for c in callbacks if isinstance(c, EvaluatedSamples))
-    checkpoint = _checkpoint_callback(trainer)
+    timer = next(c for c in trainer.callbacks if isinstance(c, EpochTimer))
+    evaluated = next(c for c in trainer.callbacks if isinstance(c, EvaluatedSamples))
+    checkpoint = _checkpoint_callback(trainer, cfg.data.monitor)
     best_score = checkpoint.best_model_score if checkpoint is not None else None
     results: dict[str, Any] = {
         **{key: float(value) for key, value in test_metrics.items()},
@@ -179,8 +200,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # On every rank: compute() gathers the counts of all ranks, a collective.
     confusion = module.test_confusion.compute() if module.test_confusion is not None else None
     if trainer.is_global_zero:
-        if confusion is not None:
-            save_confusion_matrix(confusion, run_dir)
+        plots = save_run_plots(cfg, module, datamodule, trainer.loggers, run_dir, confusion)
+        log_images(trainer.loggers, plots)
         write_json(run_dir / "metrics.json", results)
         print_summary(cfg, results, run_dir)
     return results
@@ -188,14 +209,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    try:
+    with exit_on_user_error():
         results = train(cfg)
-    except ConfigError as error:
-        print(f"seqlab: config error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (MNISTFetchError, IDXError) as error:
-        print(f"seqlab: data error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
     metric = cfg.get("optimized_metric")
     value = results.get(f"best_{metric}", results.get(metric))
     return float(value) if value is not None else None

@@ -1,0 +1,144 @@
+"""Finding, safely loading and vetting checkpoints before anything is resumed or evaluated.
+
+Checkpoints are read with `weights_only=True`: only tensors and plain data are unpickled, so a
+checkpoint file can never run code. Each one carries its run's config under `seqlab_config`, which
+is how a checkpoint of another model or task is recognised and refused before any weights load.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from src.config_checks import ConfigError
+
+CHECKPOINT_DIRNAME = "checkpoints"
+CHECKPOINT_ALIASES = ("best", "last")
+# What must agree between a checkpoint's run and the run that loads it: the task and the shape
+# of every weight.
+ARCHITECTURE_KEYS = (
+    "data.name",
+    "data.task",
+    "data.mode",
+    "model.cell",
+    "model.input_size",
+    "model.output_size",
+    "model.hidden_size",
+    "model.num_layers",
+    "model.bidirectional",
+    "model.implementation",
+)
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that is missing, unreadable, unsafe or from another model or task."""
+
+
+def resolve_checkpoint(ckpt_path: str, run_dir: str | None) -> Path:
+    """`best` or `last` of `run_dir`, or a file; refuse what does not exist."""
+    if ckpt_path in CHECKPOINT_ALIASES:
+        if not run_dir:
+            raise CheckpointError(
+                f"ckpt_path={ckpt_path} names a checkpoint of a run directory: give it as "
+                f"paths.run_dir=<run directory> ckpt_path={ckpt_path}."
+            )
+        path = Path(run_dir) / CHECKPOINT_DIRNAME / f"{ckpt_path}.ckpt"
+    else:
+        path = Path(ckpt_path)
+    if not path.is_file():
+        raise CheckpointError(f"ckpt_path={ckpt_path}: no checkpoint file at {path}.")
+    return path
+
+
+def checkpoint_run_dir(path: Path) -> Path | None:
+    """The run directory a checkpoint was saved in, if it sits in one (`<run>/checkpoints/`)."""
+    run_dir = path.resolve().parent.parent
+    if path.resolve().parent.name == CHECKPOINT_DIRNAME and (run_dir / "config.yaml").is_file():
+        return run_dir
+    return None
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        blocked = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line.upper()]
+        if blocked:
+            raise CheckpointError(
+                f"{path}: refused to load: it holds objects other than tensors and plain data, "
+                f"which could run code ({blocked[0]})."
+            ) from None
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint.") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({reason}).") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint: it holds no state_dict.")
+    return checkpoint
+
+
+def checkpoint_config(checkpoint: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The config the checkpoint's run was composed with: stored in it, or its run's config.yaml."""
+    config = checkpoint.get("seqlab_config")
+    if config:
+        return dict(config)
+    run_dir = checkpoint_run_dir(path)
+    if run_dir is not None:
+        return OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))  # type: ignore[return-value]
+    raise CheckpointError(
+        f"{path} holds no seqlab run config and sits in no run directory with a config.yaml: "
+        "it was not written by seqlab."
+    )
+
+
+def _select(config: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for key in dotted.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def check_compatible(saved: Mapping[str, Any], wanted: Mapping[str, Any], path: Path) -> None:
+    """Refuse a checkpoint whose task or weight shapes differ from the run that loads it."""
+    differences = [
+        f"{key}={_select(saved, key)!r} (this run: {_select(wanted, key)!r})"
+        for key in ARCHITECTURE_KEYS
+        if _select(saved, key) != _select(wanted, key)
+    ]
+    if differences:
+        raise CheckpointError(
+            f"{path} is from another model or task: it has {', '.join(differences)}. "
+            "Use a checkpoint of this model and task, or set the run to match it."
+        )
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    path: Path
+    global_step: int  # optimizer steps taken when the checkpoint was written
+
+
+def resume_point(cfg: DictConfig) -> ResumePoint | None:
+    """The checkpoint `ckpt_path` resumes from, vetted; None for a fresh run.
+
+    A run resumed from a checkpoint in a run directory continues in that directory (its
+    checkpoints, metrics and logger runs go on), unless `paths.run_dir` says otherwise.
+    """
+    if not cfg.get("ckpt_path"):
+        return None
+    path = resolve_checkpoint(str(cfg.ckpt_path), cfg.paths.run_dir)
+    checkpoint = load_checkpoint(path)
+    saved = checkpoint_config(checkpoint, path)
+    check_compatible(saved, OmegaConf.to_container(cfg, resolve=True), path)  # type: ignore[arg-type]
+    if not cfg.paths.run_dir and (run_dir := checkpoint_run_dir(path)) is not None:
+        cfg.paths.run_dir = str(run_dir)
+    return ResumePoint(path, int(checkpoint.get("global_step", 0)))

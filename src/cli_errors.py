@@ -1,0 +1,23 @@
+"""User mistakes end a command with one line on stderr and a non-zero status, not a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from src.config_checks import ConfigError
+from src.data.idx import IDXError
+from src.data.mnist_files import MNISTFetchError
+
+
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    try:
+        yield
+    except ConfigError as error:
+        print(f"seqlab: config error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (MNISTFetchError, IDXError) as error:
+        print(f"seqlab: data error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None

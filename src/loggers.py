@@ -1,0 +1,162 @@
+"""The run's loggers (conf/logger): built into the run directory, fed the run's plots, closed.
+
+Every logger gets `save_dir=<run_dir>`; those whose constructor also takes `resume_step` learn
+that the run continues an earlier one from the checkpoint written at that step (None: a fresh
+run). Lightning's loggers write from rank zero only, and so does everything here.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image
+from hydra.utils import get_object, instantiate
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
+
+from src.checkpoints import CHECKPOINT_DIRNAME, ResumePoint
+from src.run_dir import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+WANDB_RUN_ID_FILE = "wandb_run_id"
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, resume: ResumePoint | None) -> list[Logger]:
+    resume_step = resume.global_step if resume is not None else None
+    loggers = []
+    for logger_cfg in (cfg.get("logger") or {}).values():
+        if logger_cfg is None:
+            continue
+        target = get_object(logger_cfg._target_)
+        extra = {"resume_step": resume_step} if _takes(target, "resume_step") else {}
+        loggers.append(instantiate(logger_cfg, save_dir=str(run_dir), **extra))
+    return loggers
+
+
+def _takes(target: Any, parameter: str) -> bool:
+    return parameter in inspect.signature(target).parameters
+
+
+class RunCSVLogger(CSVLogger):
+    """Lightning's CSVLogger, except that a resumed run keeps the rows logged before its
+    checkpoint (Lightning's deletes the file) and drops those of the epochs it repeats."""
+
+    def __init__(self, save_dir: str, resume_step: int | None = None, **options: Any) -> None:
+        super().__init__(save_dir, **options)
+        self._resume_step = resume_step
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        if self._experiment is not None or self._resume_step is None:
+            return super().experiment
+        metrics_csv = Path(self.log_dir) / "metrics.csv"
+        kept = _rows_before(metrics_csv, self._resume_step) if metrics_csv.is_file() else []
+        experiment = super().experiment
+        for row in kept:
+            experiment.log_metrics(row, step=int(row.pop("step")))  # type: ignore[arg-type]
+        experiment.save()
+        return experiment
+
+
+def _rows_before(metrics_csv: Path, step: int) -> list[dict[str, str]]:
+    """The rows logged before `step`, as written (values stay the text they were)."""
+    with metrics_csv.open(newline="") as handle:
+        rows = [
+            {name: value for name, value in row.items() if value} for row in csv.DictReader(handle)
+        ]
+    return [row for row in rows if int(row.get("step", step)) < step]
+
+
+class WandbRunLogger(WandbLogger):
+    """Lightning's WandbLogger, plus what a seqlab run needs of it.
+
+    - A resumed run continues the same W&B run: the run's id is kept next to its checkpoints.
+    - When online mode cannot reach the server (no key, no network) the run goes on offline,
+      into `<run_dir>/wandb`, and says how to upload it later, instead of failing.
+    """
+
+    def __init__(self, save_dir: str, resume_step: int | None = None, **options: Any) -> None:
+        run_id = _stored_run_id(Path(save_dir)) if resume_step is not None else None
+        if run_id is not None:
+            options["id"] = run_id
+        super().__init__(save_dir=save_dir, **options)
+        # Lightning passes `anonymous=None`, which wandb only warns about.
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        import wandb
+
+        try:
+            return WandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
+        except wandb.errors.Error as error:
+            if self._wandb_init.get("mode") == "offline":
+                raise
+            reason = str(error).strip().splitlines()[0]
+            self._wandb_init["mode"] = "offline"
+            run = WandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
+            run_folder = Path(run.dir).parent
+            print(
+                f"seqlab: W&B cannot log online ({reason}); logging offline to {run_folder}. "
+                f"Upload it later with: wandb sync {run_folder}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return run
+
+    @rank_zero_only
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        if checkpoint_callback.dirpath:
+            id_file = Path(checkpoint_callback.dirpath) / WANDB_RUN_ID_FILE
+            run_id = self.experiment.id + "\n"
+            if not id_file.is_file() or id_file.read_text() != run_id:
+                atomic_write_text(id_file, run_id)
+        super().after_save_checkpoint(checkpoint_callback)
+
+
+def _stored_run_id(run_dir: Path) -> str | None:
+    id_file = run_dir / CHECKPOINT_DIRNAME / WANDB_RUN_ID_FILE
+    return id_file.read_text().strip() if id_file.is_file() else None
+
+
+@rank_zero_only
+def log_images(loggers: list[Logger], images: dict[str, Path]) -> None:
+    """Send PNGs to the loggers that take images (W&B, TensorBoard, DVCLive)."""
+    for logger in loggers:
+        for name, path in images.items():
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=f"plots/{name}", images=[str(path)])
+            elif isinstance(logger, TensorBoardLogger):
+                pixels = matplotlib.image.imread(path)
+                logger.experiment.add_image(f"plots/{name}", pixels, dataformats="HWC")
+            elif _is_dvclive(logger):
+                logger.experiment.log_image(f"{name}.png", path)
+
+
+def _is_dvclive(logger: Logger) -> bool:
+    # dvclive is imported only by runs that use it.
+    dvclive_lightning = sys.modules.get("dvclive.lightning")
+    return dvclive_lightning is not None and isinstance(logger, dvclive_lightning.DVCLiveLogger)
+
+
+def finish_loggers(loggers: list[Logger], *, failed: bool) -> None:
+    """Close the W&B run, so the next job of a multirun starts its own."""
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=1 if failed else 0)
+            # finish() returns before W&B's service has written the run to disk; stopping the
+            # service waits for it, so the run's files are complete when train() returns.
+            wandb.teardown()
