@@ -27,11 +27,11 @@ CONFIG_DIR = REPO / "conf"
 CONFIG_NAME = "train"
 
 
-def compose_params(overrides: list[str]) -> str:
+def compose_params(overrides: list[str], config_dir: Path = CONFIG_DIR) -> str:
     """params.yaml's text for conf/ with these overrides, as `dvc exp run -S` writes it."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "params.yaml"
-        compose_and_dump(out, str(CONFIG_DIR), None, CONFIG_NAME, str(REPO), overrides)
+        compose_and_dump(out, str(config_dir), None, CONFIG_NAME, str(REPO), overrides)
         return out.read_text(encoding="utf-8")
 
 
@@ -50,24 +50,26 @@ def stale_diff(path: Path, expected: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    parser.add_argument("--params-file", type=Path, default=PARAMS_FILE, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. profile=quick")
     args = parser.parse_args(argv)
+    params_file: Path = args.params_file
     expected = compose_params(args.overrides)
     if args.check:
-        diff = stale_diff(PARAMS_FILE, expected)
+        diff = stale_diff(params_file, expected)
         if diff:
             print(diff, end="")
             command = " ".join(["python -m src.params", *args.overrides])
             print(
-                f"seqlab: {PARAMS_FILE.name} is not what conf/ composes to; "
+                f"seqlab: {params_file} is not what conf/ composes to; "
                 f"run `{command}` and commit it",
                 file=sys.stderr,
             )
             return 1
-        print(f"seqlab: {PARAMS_FILE.name} matches conf/")
+        print(f"seqlab: {params_file} matches conf/")
         return 0
-    atomic_write_text(PARAMS_FILE, expected)
-    print(f"seqlab: wrote {PARAMS_FILE.name}")
+    atomic_write_text(params_file, expected)
+    print(f"seqlab: wrote {params_file}")
     return 0
 
 
