@@ -118,11 +118,6 @@ def check_config(cfg: DictConfig) -> None:
             f"data.val_size={data.val_size} leaves no training images out of "
             f"{MNIST_TRAIN_SIZE}: choose a smaller data.val_size (classic: 5000)."
         )
-    if cfg.model.get("implementation") == "fused" and cfg.model.get("bidirectional"):
-        raise ConfigError(
-            "model.implementation=fused is unidirectional: set model.bidirectional=false or "
-            "model.implementation=torch."
-        )
     monitor = data.get("monitor", "")
     if not monitor.startswith("val/"):
         raise ConfigError(f"data.monitor={monitor!r} must name a validation metric (val/...).")

@@ -57,7 +57,16 @@ def restore_run(command: DictConfig, overrides: list[str]) -> RestoredRun:
     cfg = apply_overrides(OmegaConf.create(saved), command, overrides)
     check_config(cfg)
     check_compatible(saved, OmegaConf.to_container(cfg, resolve=True), path)  # type: ignore[arg-type]
+    return _restored(cfg, checkpoint, path)
 
+
+def restore_checkpoint(path: Path) -> RestoredRun:
+    """The run exactly as it was saved in the checkpoint at `path`, without overrides."""
+    checkpoint = load_checkpoint(path)
+    return _restored(OmegaConf.create(checkpoint_config(checkpoint, path)), checkpoint, path)
+
+
+def _restored(cfg: DictConfig, checkpoint: dict[str, Any], path: Path) -> RestoredRun:
     module = build_module(cfg)
     try:
         module.load_state_dict(checkpoint["state_dict"])

@@ -74,3 +74,23 @@ def test_variable_lengths_travel_with_the_batches():
     assert set(batch) == {"x", "y", "lengths"}
     assert batch["x"].shape == (32, 22, 2)
     assert np.all(batch["lengths"].numpy() >= 20)
+
+
+def test_cache_file_is_written_once_read_back_and_regenerated_for_other_params(tmp_path):
+    cache = tmp_path / "multiply" / "data.pt"
+    dm = MultiplicationDataModule(num_sequences=300, num_fit=250, seq_len=10, cache_file=cache)
+    dm.prepare_data()
+    written = cache.stat().st_mtime_ns
+    dm.setup("fit")
+    assert cache.stat().st_mtime_ns == written
+    expected = generate("classic", 300, 10, seed=1997)
+    assert torch.equal(dm.splits["train"].tensors["x"], expected.inputs[:200])
+
+    other = MultiplicationDataModule(
+        num_sequences=300, num_fit=250, seq_len=10, seed=5, cache_file=cache
+    )
+    other.setup("fit")
+    regenerated = generate("classic", 300, 10, seed=5)
+    assert torch.equal(other.splits["test"].tensors["y"], regenerated.targets[250:])
+    assert torch.load(cache, weights_only=True)["params"]["seed"] == 5
+    assert [p.name for p in cache.parent.iterdir()] == ["data.pt"]  # no temporary file left

@@ -6,8 +6,11 @@ from src.models.sequence_model import SequenceModel, count_parameters, keras_par
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_output_shape(cell, bidirectional):
-    model = SequenceModel(cell, 2, 3, hidden_size=8, num_layers=2, bidirectional=bidirectional)
+@pytest.mark.parametrize("implementation", ["torch", "fused"])
+def test_output_shape(cell, bidirectional, implementation):
+    model = SequenceModel(
+        cell, 2, 3, 8, 2, bidirectional=bidirectional, implementation=implementation
+    )
     assert model(torch.randn(5, 7, 2)).shape == (5, 3)
 
 

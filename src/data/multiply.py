@@ -2,18 +2,25 @@
 
 Each sequence is `seq_len` steps of (marker, value) with value ~ U(0, 1); exactly two steps carry
 marker 1 and the target is the product of their values. Generation is vectorised and seeded with
-NumPy's PCG64, so the same seed gives the same bytes on any machine.
+NumPy's PCG64, so the same seed gives the same bytes on any machine. With a `cache_file`,
+`prepare_data` writes the generated tensors there once (DVC caches that file) and training reads
+it; a file made with other parameters is regenerated.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from src.data.in_memory import InMemoryDataModule, TensorDictDataset
+
+log = logging.getLogger(__name__)
 
 VARIANTS = ("classic", "paper_1997")
 
@@ -88,6 +95,31 @@ def generate(variant: str, num_sequences: int, seq_len: int, seed: int) -> Multi
     raise ValueError(f"unknown variant {variant!r}; available: {', '.join(VARIANTS)}")
 
 
+def load_or_generate(
+    cache_file: str | Path | None, variant: str, num_sequences: int, seq_len: int, seed: int
+) -> MultiplicationData:
+    """The sequences from `cache_file` if it was made with these parameters, else generated
+    (and written there, via a temporary file, so no reader ever sees half of it)."""
+    params = {"variant": variant, "num_sequences": num_sequences, "seq_len": seq_len, "seed": seed}
+    if cache_file is None:
+        return generate(**params)
+    path = Path(cache_file)
+    if path.exists():
+        cached = torch.load(path, weights_only=True)
+        if cached.get("params") == params:
+            return MultiplicationData(**cached["tensors"])
+        log.info("%s holds other sequences (%s); regenerating", path, cached.get("params"))
+    data = generate(**params)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save({"params": params, "tensors": asdict(data)}, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return data
+
+
 def split_sizes(num_sequences: int, num_fit: int, val_fraction: float) -> tuple[int, int, int]:
     """(train, val, test): the first `num_fit` fit, their last `val_fraction` validate."""
     num_val = round(num_fit * val_fraction)
@@ -104,6 +136,7 @@ class MultiplicationDataModule(InMemoryDataModule):
         val_fraction: float = 0.2,
         variant: str = "classic",
         seed: int = 1997,
+        cache_file: str | Path | None = None,
         batch_size: int = 32,
         shuffle_seed: int = 0,
         **task_info: object,
@@ -115,9 +148,18 @@ class MultiplicationDataModule(InMemoryDataModule):
         self.val_fraction = val_fraction
         self.variant = variant
         self.seed = seed
+        self.cache_file = cache_file
+
+    def _data(self) -> MultiplicationData:
+        return load_or_generate(
+            self.cache_file, self.variant, self.num_sequences, self.seq_len, self.seed
+        )
+
+    def prepare_data(self) -> None:
+        self._data()
 
     def build_splits(self) -> dict[str, TensorDictDataset]:
-        data = generate(self.variant, self.num_sequences, self.seq_len, self.seed)
+        data = self._data()
         tensors = {"x": data.inputs, "y": data.targets}
         if self.variant != "classic":
             # Only variable-length sequences need their lengths; without them the model reads

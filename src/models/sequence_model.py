@@ -34,13 +34,15 @@ class SequenceModel(nn.Module):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; available: {', '.join(CELLS)}")
-        if implementation == "fused":
-            if bidirectional:
-                raise ValueError("the fused implementation is unidirectional; use torch")
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"unknown implementation {implementation!r}; available: torch, fused")
+        # The fused loops are unidirectional; a bidirectional stack takes torch's kernels, as
+        # FastRNN itself does off the CPU. Either way the arithmetic is the same.
+        if implementation == "fused" and not bidirectional:
             from src.models.fast_rnn import FastRNN
 
             self.rnn: nn.Module = FastRNN(cell, input_size, hidden_size, num_layers, dropout)
-        elif implementation == "torch":
+        else:
             self.rnn = CELLS[cell](
                 input_size,
                 hidden_size,
@@ -50,8 +52,6 @@ class SequenceModel(nn.Module):
                 dropout=dropout if num_layers > 1 else 0.0,
                 bidirectional=bidirectional,
             )
-        else:
-            raise ValueError(f"unknown implementation {implementation!r}; available: torch, fused")
         self.cell = cell
         self.num_directions = 2 if bidirectional else 1
         self.head = nn.Linear(hidden_size * self.num_directions, output_size)

@@ -1,0 +1,86 @@
+"""The study's runs as the training stages leave them: runs/study/<task>/<cell>/seed<seed>/."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+STUDY_DIR = Path("runs/study")
+
+
+@dataclass(frozen=True)
+class Run:
+    task: str
+    cell: str
+    seed: int
+    path: Path
+    metrics: dict[str, Any]
+    config: dict[str, Any]
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.path / "checkpoints" / "best.ckpt"
+
+    def curve(self, column: str) -> list[tuple[int, float]]:
+        return epoch_curve(self.path / "csv" / "metrics.csv", column)
+
+
+class MissingRunError(FileNotFoundError):
+    """A run the study lists has not left its metrics; the message names it and the fix."""
+
+
+def run_dir(task: str, cell: str, seed: int, root: Path = STUDY_DIR) -> Path:
+    return root / task / cell / f"seed{seed}"
+
+
+def load_run(task: str, cell: str, seed: int, root: Path = STUDY_DIR) -> Run:
+    path = run_dir(task, cell, seed, root)
+    metrics_file = path / "metrics.json"
+    if not metrics_file.exists():
+        raise MissingRunError(
+            f"{metrics_file} is missing: run `dvc repro` (or `dvc repro train_{task}`) first"
+        )
+    config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"))
+    return Run(task, cell, seed, path, json.loads(metrics_file.read_text()), config)  # type: ignore[arg-type]
+
+
+def load_study(study: dict[str, Any], root: Path = STUDY_DIR) -> list[Run]:
+    """Every run the study in params.yaml lists, in its order: tasks, then cells, then seeds."""
+    return [
+        load_run(task, cell, seed, root)
+        for task in ("multiply", "mnist")
+        for cell in study["cells"]
+        for seed in study[f"{task}_seeds"]
+    ]
+
+
+def epoch_curve(metrics_csv: Path, column: str) -> list[tuple[int, float]]:
+    """(epoch, value) of one column of Lightning's CSV log, whose rows each hold a few columns."""
+    values: dict[int, float] = {}
+    with metrics_csv.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("epoch") and row.get(column):
+                values[int(row["epoch"])] = float(row[column])
+    return sorted(values.items())
+
+
+@dataclass(frozen=True)
+class Summary:
+    mean: float
+    sd: float | None  # None for a single run
+    low: float
+    high: float
+    n: int
+
+
+def summarise(values: Iterable[float]) -> Summary:
+    values = list(values)
+    sd = statistics.stdev(values) if len(values) > 1 else None
+    return Summary(statistics.fmean(values), sd, min(values), max(values), len(values))
