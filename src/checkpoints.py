@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.config_checks import ConfigError
 
@@ -33,6 +33,16 @@ ARCHITECTURE_KEYS = (
     "model.hidden_size",
     "model.num_layers",
     "model.bidirectional",
+)
+# What a resumed run may change: where it writes, how long it trains, how it reports, and the
+# recurrence's implementation (same weights). Everything else comes from the run as it was.
+RESUME_MAY_CHANGE = (
+    "ckpt_path",
+    "paths",
+    "num_threads",
+    "trainer.max_epochs",
+    "trainer.enable_progress_bar",
+    "logger",
     "model.implementation",
 )
 
@@ -125,10 +135,48 @@ def check_compatible(saved: Mapping[str, Any], wanted: Mapping[str, Any], path: 
 class ResumePoint:
     path: Path
     global_step: int  # optimizer steps taken when the checkpoint was written
+    config: DictConfig  # the resumed run's own config, with what a resume may change
 
 
-def resume_point(cfg: DictConfig) -> ResumePoint | None:
-    """The checkpoint `ckpt_path` resumes from, vetted; None for a fresh run.
+def _plain(value: Any) -> Any:
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _may_change(key: str) -> bool:
+    return any(key == k or key.startswith(f"{k}.") for k in RESUME_MAY_CHANGE)
+
+
+def resumed_config(
+    cfg: DictConfig, saved: Mapping[str, Any], command_keys: list[str] | None, path: Path
+) -> DictConfig:
+    """The run being resumed as it was saved; the command line may change only what
+    RESUME_MAY_CHANGE names, and a default of conf/ that changed since the run does not count.
+    Without a command line (`train()` called with a composed config) the config is as given."""
+    if command_keys is None:
+        return cfg
+    changed = [
+        f"{key}={_plain(OmegaConf.select(cfg, key))!r} (the run: {_select(saved, key)!r})"
+        for key in command_keys
+        if not _may_change(key) and _plain(OmegaConf.select(cfg, key)) != _select(saved, key)
+    ]
+    if changed:
+        raise CheckpointError(
+            f"resuming {path} cannot change {', '.join(changed)}. Resume with only "
+            "paths.run_dir=<run> ckpt_path=last (the run's own config is used), or start a new "
+            "run from its weights elsewhere."
+        )
+    config = OmegaConf.create(dict(saved))
+    for key in RESUME_MAY_CHANGE:
+        value = _plain(OmegaConf.select(cfg, key, default=None))
+        OmegaConf.update(config, key, value, force_add=True, merge=False)
+    return config
+
+
+def resume_point(cfg: DictConfig, command_keys: list[str] | None) -> ResumePoint | None:
+    """The checkpoint `ckpt_path` resumes from, vetted; None for a fresh run. `command_keys`
+    are the config keys and groups the command line set.
 
     A run resumed from a checkpoint in a run directory continues in that directory (its
     checkpoints, metrics and logger runs go on), unless `paths.run_dir` says otherwise.
@@ -141,4 +189,5 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
     check_compatible(saved, OmegaConf.to_container(cfg, resolve=True), path)  # type: ignore[arg-type]
     if not cfg.paths.run_dir and (run_dir := checkpoint_run_dir(path)) is not None:
         cfg.paths.run_dir = str(run_dir)
-    return ResumePoint(path, int(checkpoint.get("global_step", 0)))
+    config = resumed_config(cfg, saved, command_keys, path)
+    return ResumePoint(path, int(checkpoint.get("global_step", 0)), config)

@@ -26,6 +26,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -64,11 +65,19 @@ def setup_logging(run_dir: Path | None) -> None:
         root.addHandler(handler)
 
 
-def save_config(cfg: DictConfig, run_dir: Path) -> None:
+def save_config(cfg: DictConfig, run_dir: Path, *, with_overrides: bool = True) -> None:
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    if HydraConfig.initialized():
+    if with_overrides and HydraConfig.initialized():
         overrides = list(HydraConfig.get().overrides.task)
         atomic_write_text(run_dir / "overrides.yaml", OmegaConf.to_yaml(overrides))
+
+
+def command_line_keys() -> list[str] | None:
+    """The config keys and groups set on the command line of this Hydra job (None: no job)."""
+    if not HydraConfig.initialized():
+        return None
+    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    return [override.key_or_group for override in overrides]
 
 
 def build_module(cfg: DictConfig) -> SequenceModule:
@@ -134,18 +143,21 @@ def print_summary(cfg: DictConfig, results: dict[str, Any], run_dir: Path) -> No
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test, write metrics.json; return the results (also what sweepers read)."""
     check_config(cfg)
+    resume = resume_point(cfg, command_line_keys())
+    if resume is not None:
+        cfg = resume.config  # the run as it was, with what a resume may change
     check_sweep(cfg)
     check_distributed(cfg)
     threads = configure_threads(cfg.get("num_threads"))
     L.seed_everything(cfg.seed, workers=True)
-    resume = resume_point(cfg)
 
     run_dir = create_run_dir(cfg)
     # Under DDP only global rank 0 writes files; the other ranks log to stdout.
     writes_files = is_launch_rank_zero()
     setup_logging(run_dir if writes_files else None)
     if writes_files:
-        save_config(cfg, run_dir)
+        # A resumed run keeps the overrides.yaml of the command that started it.
+        save_config(cfg, run_dir, with_overrides=resume is None)
     writer = "" if writes_files else "; a rank > 0, which writes nothing"
     log.info("run directory: %s (%d torch threads%s)", run_dir, threads, writer)
     if resume is not None:

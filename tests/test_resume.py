@@ -1,4 +1,5 @@
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import torch
 
 from src.checkpoints import CheckpointError, load_checkpoint
 from src.train import train
+from tests.conftest import run_cli
 from tests.interrupt import Interrupted
 from tests.test_train import SMALL
 
@@ -107,3 +109,32 @@ def test_a_checkpoint_that_would_run_code_is_refused_unrun(tmp_path):
     with pytest.raises(CheckpointError, match="refused to load"):
         load_checkpoint(path)
     assert not marker.exists()
+
+
+def test_a_resume_from_the_command_line_continues_the_run_as_it_was_configured(tmp_path):
+    run_dir = tmp_path / "run"
+    first = run_cli(
+        *SMALL,
+        "seed=3",
+        "data.batch_size=16",
+        "trainer.max_epochs=1",
+        f"paths.run_dir={run_dir}",
+        "trainer.enable_progress_bar=false",
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    # Only where and how long: seed, batch size and data come from the run itself.
+    resumed = run_cli(
+        f"paths.run_dir={run_dir}",
+        "ckpt_path=last",
+        "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    config = (run_dir / "config.yaml").read_text()
+    assert "seed: 3" in config and "batch_size: 16" in config and "seq_len: 10" in config
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2
+    assert "seed=3" in (run_dir / "overrides.yaml").read_text()  # the starting command's
+
+    changed = run_cli(f"paths.run_dir={run_dir}", "ckpt_path=last", "optimizer.lr=0.5")
+    assert changed.returncode == 2
+    assert "cannot change optimizer.lr=0.5" in changed.stderr
