@@ -1,4 +1,6 @@
+import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,3 +75,13 @@ def test_scheduler_and_gradient_clipping_come_from_config(compose_cfg, tmp_path)
     rates = [float(row.split(",")[column]) for row in rows[1:] if row.split(",")[column]]
     assert rates[0] == pytest.approx(1e-3)
     assert rates == sorted(rates, reverse=True) and rates[-1] < rates[0]
+
+
+def test_overfitting_a_few_batches_drives_the_training_loss_down(compose_cfg):
+    cfg = compose_cfg("debug=overfit", "trainer.max_epochs=30", "optimizer.lr=0.01", *SMALL)
+    results = train(cfg)
+    (run_dir,) = (Path(cfg.paths.output_dir) / "runs").iterdir()
+    with (run_dir / "csv" / "metrics.csv").open() as handle:
+        losses = [float(row["train/loss"]) for row in csv.DictReader(handle) if row["train/loss"]]
+    assert len(losses) == 30 and losses[-1] < 0.2 * losses[0]
+    assert results["epochs"] == 30

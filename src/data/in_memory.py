@@ -147,9 +147,14 @@ class InMemoryDataModule(L.LightningDataModule):
         rank, world_size = 0, 1
         if self.trainer is not None:
             rank, world_size = self.trainer.global_rank, self.trainer.world_size
+        batch_size = per_rank_batch_size(self.batch_size, world_size)
+        if self.trainer is not None and self.trainer.overfit_batches:
+            # Lightning swaps any sampler but a SequentialSampler for one that yields single
+            # indices, which would unbatch ours: the same first batches via plain collation.
+            return DataLoader(self.splits[split], batch_size=batch_size, shuffle=False)
         return batch_loader(
             self.splits[split],
-            per_rank_batch_size(self.batch_size, world_size),
+            batch_size,
             shuffle=shuffle,
             seed=self.shuffle_seed,
             rank=rank,
@@ -158,7 +163,7 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader("train", shuffle=True)
-        if self.trainer is not None:
+        if isinstance(loader.sampler, TensorBatchSampler) and self.trainer is not None:
             # A resumed fit draws its first batches before Lightning calls set_epoch: start the
             # sampler at the epoch about to be trained (0 in a fresh fit).
             loader.sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
