@@ -39,6 +39,11 @@ def evaluate(command: DictConfig, overrides: list[str]) -> dict[str, Any]:
     run.datamodule.splits = {**run.datamodule.splits, "test": run.datamodule.splits[command.split]}
     trainer: L.Trainer = instantiate(
         run.cfg.trainer,
+        # One process, whatever the run trained with: a DDP launch would re-run this command
+        # per rank, each writing metrics.json.
+        devices=1,
+        num_nodes=1,
+        strategy="auto",
         logger=False,
         callbacks=[],
         enable_checkpointing=False,

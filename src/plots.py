@@ -16,6 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
+from src.run_dir import publish
+
 SPLITS = ("train", "val")
 # Metrics that shrink over orders of magnitude read better on a log axis.
 LOG_SCALE_METRICS = ("loss", "mse", "mae")
@@ -27,7 +29,7 @@ def save_figure(figure: Figure, path: Path, dpi: int = 120) -> Path:
     os.close(fd)
     try:
         figure.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

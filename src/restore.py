@@ -91,6 +91,9 @@ def apply_overrides(saved: DictConfig, command: DictConfig, overrides: list[str]
         if isinstance(value, DictConfig):
             value = OmegaConf.to_container(value, resolve=True)
         OmegaConf.update(saved, key, value, force_add=True)
+        if key.startswith("data.") and saved.data.get("cache_file"):
+            # Other data than the run's: never rewrite the run's (DVC-tracked) cache file.
+            saved.data.cache_file = None
     return saved
 
 

@@ -72,6 +72,23 @@ def create_run_dir(cfg: DictConfig) -> Path:
     return run_dir
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once: os.umask can only be read by setting it, which is not thread-safe.
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def publish(tmp: str | Path, path: Path) -> None:
+    """Rename a finished temporary file onto `path`, with the mode a plain open() would give
+    (mkstemp makes files only their owner can read)."""
+    os.chmod(tmp, _FILE_MODE)
+    os.replace(tmp, path)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file in the same directory and rename, so readers never see half."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +96,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

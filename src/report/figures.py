@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
+from src.plots import save_figure
 from src.report.runs import Run
 
 COLOURS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
 # Per task: the validation column to draw and whether its axis is logarithmic.
 VALIDATION = {"multiply": ("val/mse", True), "mnist": ("val/acc", False)}
-
-
-def save_figure(figure: Figure, path: Path) -> None:
-    """Save via a temporary file in the same folder, then rename: never half a PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    try:
-        figure.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(figure)
-        tmp.unlink(missing_ok=True)
 
 
 def learning_curves(runs: list[Run], task: str, path: Path) -> None:
@@ -54,7 +41,7 @@ def learning_curves(runs: list[Run], task: str, path: Path) -> None:
     left.legend(title="cell")
     figure.suptitle(f"{task}: learning curves (one line per seed)")
     figure.tight_layout()
-    save_figure(figure, path)
+    save_figure(figure, path, dpi=110)
 
 
 def predictions_vs_targets(
@@ -86,4 +73,4 @@ def predictions_vs_targets(
         axes.legend(loc="upper left")
     figure.suptitle("multiplication problem: test predictions against targets")
     figure.tight_layout()
-    save_figure(figure, path)
+    save_figure(figure, path, dpi=110)
