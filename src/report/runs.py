@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import statistics
 from collections.abc import Iterable
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+
+from src.plots import read_epoch_curves
 
 STUDY_DIR = Path("runs/study")
 
@@ -62,13 +63,8 @@ def load_study(study: dict[str, Any], root: Path = STUDY_DIR) -> list[Run]:
 
 
 def epoch_curve(metrics_csv: Path, column: str) -> list[tuple[int, float]]:
-    """(epoch, value) of one column of Lightning's CSV log, whose rows each hold a few columns."""
-    values: dict[int, float] = {}
-    with metrics_csv.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row.get("epoch") and row.get(column):
-                values[int(row["epoch"])] = float(row[column])
-    return sorted(values.items())
+    """(epoch, value) of one train/ or val/ column of Lightning's CSV log."""
+    return sorted(read_epoch_curves(metrics_csv).get(column, {}).items())
 
 
 @dataclass(frozen=True)
