@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from src.config_checks import ConfigError
 from src.distributed import is_launch_rank_zero
 
 RUN_DIR_ENV_VAR = "SEQLAB_RUN_DIR"
@@ -45,31 +47,91 @@ def _run_dir_of_rank_zero(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir) / "runs" / "unknown-on-this-rank"
 
 
-def create_run_dir(cfg: DictConfig) -> Path:
+def create_run_dir(cfg: DictConfig, *, resuming: bool = False) -> Path:
     """The run directory: `paths.run_dir` if set, the job's directory in a multirun, else new.
 
-    On ranks > 0 of a DDP run: rank 0's directory, not created.
+    Refused before anything is written: a directory that cannot be written or whose disk has
+    less than `paths.min_free_mb` free, and a given `paths.run_dir` that already holds a run
+    which is not being resumed. On ranks > 0 of a DDP run: rank 0's directory, not created.
     """
     if not is_launch_rank_zero():
         return _run_dir_of_rank_zero(cfg)
-    if cfg.paths.run_dir:
-        run_dir = Path(cfg.paths.run_dir)
-    elif (multirun_dir := _hydra_multirun_dir()) is not None:
-        run_dir = multirun_dir
-    else:
-        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        runs = Path(cfg.paths.output_dir) / "runs"
-        runs.mkdir(parents=True, exist_ok=True)
-        while True:
-            run_dir = runs / f"{stamp}_{cfg.run_name}_{secrets.token_hex(3)}"
-            try:
-                run_dir.mkdir()
-                break
-            except FileExistsError:
-                continue
-    run_dir.mkdir(parents=True, exist_ok=True)
+    target = Path(cfg.paths.run_dir or _hydra_multirun_dir() or cfg.paths.output_dir)
+    _check_free_space(target, cfg.paths.get("min_free_mb") or 0)
+    try:
+        run_dir = _make_run_dir(cfg, resuming)
+        _check_writable(run_dir)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write the run directory {error.filename or target}: "
+            f"{error.strerror or error}. Set paths.output_dir (or paths.run_dir) to a directory "
+            "you can write."
+        ) from None
     os.environ[RUN_DIR_ENV_VAR] = str(run_dir)
     return run_dir
+
+
+def _make_run_dir(cfg: DictConfig, resuming: bool) -> Path:
+    if cfg.paths.run_dir:
+        run_dir = Path(cfg.paths.run_dir)
+        if not resuming and holds_a_run(run_dir):
+            raise ConfigError(
+                f"paths.run_dir={run_dir} already holds a run; a new run would overwrite it. "
+                f"Resume it with paths.run_dir={run_dir} ckpt_path=last, or choose another "
+                "paths.run_dir (or none, for a fresh directory under paths.output_dir/runs)."
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+    if (multirun_dir := _hydra_multirun_dir()) is not None:
+        multirun_dir.mkdir(parents=True, exist_ok=True)
+        return multirun_dir
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    runs = Path(cfg.paths.output_dir) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    while True:
+        # The random suffix and the exclusive mkdir keep runs started together apart.
+        run_dir = runs / f"{stamp}_{cfg.run_name}_{secrets.token_hex(3)}"
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+
+
+def holds_a_run(run_dir: Path) -> bool:
+    checkpoints = run_dir / "checkpoints"
+    return (run_dir / "config.yaml").exists() or (
+        checkpoints.is_dir() and any(checkpoints.iterdir())
+    )
+
+
+def _check_writable(run_dir: Path) -> None:
+    # Permission bits do not tell (root ignores them, read-only mounts do not show): try it.
+    fd, probe = tempfile.mkstemp(dir=run_dir, prefix=".write-probe.")
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _check_free_space(target: Path, min_free_mb: float) -> None:
+    """Before anything is created: on the disk of the nearest directory that exists."""
+    existing = target.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free_mb = shutil.disk_usage(existing).free / 2**20
+    if free_mb < min_free_mb:
+        raise ConfigError(
+            f"the disk of {target} has {free_mb:,.0f} MB free, less than paths.min_free_mb="
+            f"{min_free_mb:g} that a run needs for its checkpoints and logs. Free some space, or "
+            "set paths.output_dir to a disk with room."
+        )
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporary files a killed run left half-written (never read: see publish)."""
+    stale = [p for d in (run_dir, run_dir / "checkpoints") for p in d.glob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def _umask() -> int:
@@ -89,17 +151,28 @@ def publish(tmp: str | Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory and rename, so readers never see half."""
+def atomic_write_bytes(path: Path, data: bytes | memoryview, *, sync: bool = False) -> None:
+    """Write via a temporary file in the same directory and rename, so readers never see half.
+    `sync` flushes the data to disk before the rename, so not even a power cut can leave half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
         publish(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
