@@ -75,7 +75,21 @@ def checkpoint_run_dir(path: Path) -> Path | None:
     return None
 
 
+def _check_zip_records(path: Path) -> None:
+    """Refuse a checkpoint whose bytes changed on disk: torch.load does not check the CRC-32
+    that its zip format stores for every record, and would load flipped bits as weights."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad_record = archive.testzip()
+    except zipfile.BadZipFile as error:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({error}).") from None
+    if bad_record is not None:
+        raise CheckpointError(f"{path} is corrupt: its record {bad_record} fails its CRC-32 check.")
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    if zipfile.is_zipfile(path) or path.stat().st_size == 0:
+        _check_zip_records(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -131,11 +145,51 @@ def check_compatible(saved: Mapping[str, Any], wanted: Mapping[str, Any], path: 
         )
 
 
+def _newest_first(directory: Path, excluding: Path) -> list[Path]:
+    others = [p for p in directory.glob("*.ckpt") if p.resolve() != excluding.resolve()]
+    return sorted(others, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+
+
+def newest_intact(directory: Path, excluding: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The most recently written checkpoint in `directory` that loads, other than `excluding`."""
+    for path in _newest_first(directory, excluding):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError:
+            continue
+    return None
+
+
+def load_or_fall_back(path: Path, requested: str) -> tuple[Path, dict[str, Any], str | None]:
+    """The checkpoint at `path`; if it is unreadable and was asked for as `best` or `last`, the
+    newest intact one beside it, with a note saying so. A file named explicitly is never swapped
+    for another: its error names the alternative instead."""
+    try:
+        return path, load_checkpoint(path), None
+    except CheckpointError as error:
+        fallback = newest_intact(path.parent, excluding=path)
+        if fallback is None:
+            raise CheckpointError(
+                f"{error} No intact checkpoint is left beside it in {path.parent}: start a new "
+                "run (without ckpt_path)."
+            ) from None
+        other, checkpoint = fallback
+        step = int(checkpoint.get("global_step", 0))
+        if requested not in CHECKPOINT_ALIASES:
+            raise CheckpointError(
+                f"{error} The newest intact checkpoint beside it is {other} (step {step}): "
+                f"resume from it with ckpt_path={other}."
+            ) from None
+        note = f"{error} Falling back to {other} (step {step}), the newest intact checkpoint."
+        return other, checkpoint, note
+
+
 @dataclass(frozen=True)
 class ResumePoint:
     path: Path
     global_step: int  # optimizer steps taken when the checkpoint was written
     config: DictConfig  # the resumed run's own config, with what a resume may change
+    fallback_note: str | None = None  # why `path` is not the checkpoint asked for
 
 
 def _plain(value: Any) -> Any:
@@ -168,7 +222,9 @@ def resumed_config(
             "run from its weights elsewhere."
         )
     config = OmegaConf.create(dict(saved))
-    for key in RESUME_MAY_CHANGE:
+    # What the command line set, and where the run is: nothing else of conf/'s defaults, which
+    # would silently replace the run's own values (a resume would train 100 epochs, not 3).
+    for key in ("ckpt_path", "paths.run_dir", *(k for k in command_keys if _may_change(k))):
         value = _plain(OmegaConf.select(cfg, key, default=None))
         OmegaConf.update(config, key, value, force_add=True, merge=False)
     return config
@@ -183,11 +239,13 @@ def resume_point(cfg: DictConfig, command_keys: list[str] | None) -> ResumePoint
     """
     if not cfg.get("ckpt_path"):
         return None
-    path = resolve_checkpoint(str(cfg.ckpt_path), cfg.paths.run_dir)
-    checkpoint = load_checkpoint(path)
+    requested = str(cfg.ckpt_path)
+    path, checkpoint, note = load_or_fall_back(
+        resolve_checkpoint(requested, cfg.paths.run_dir), requested
+    )
     saved = checkpoint_config(checkpoint, path)
     check_compatible(saved, OmegaConf.to_container(cfg, resolve=True), path)  # type: ignore[arg-type]
     if not cfg.paths.run_dir and (run_dir := checkpoint_run_dir(path)) is not None:
         cfg.paths.run_dir = str(run_dir)
     config = resumed_config(cfg, saved, command_keys, path)
-    return ResumePoint(path, int(checkpoint.get("global_step", 0)), config)
+    return ResumePoint(path, int(checkpoint.get("global_step", 0)), config, note)

@@ -68,6 +68,7 @@ def restore_checkpoint(path: Path) -> RestoredRun:
 
 def _restored(cfg: DictConfig, checkpoint: dict[str, Any], path: Path) -> RestoredRun:
     module = build_module(cfg)
+    module.on_load_checkpoint(checkpoint)
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:
