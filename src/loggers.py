@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import io
 import logging
 import sys
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Any
 
 import matplotlib.image
 from hydra.utils import get_object, instantiate
+from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
@@ -45,6 +48,32 @@ def _takes(target: Any, parameter: str) -> bool:
     return parameter in inspect.signature(target).parameters
 
 
+class _AtomicCSVWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes metrics.csv when it starts and rewrites it in place when
+    a column appears, so a run killed at either moment loses its history. This one keeps every
+    row and writes the whole file anew through a temporary file and a rename."""
+
+    def __init__(self, log_dir: str) -> None:
+        self.rows: list[dict[str, Any]] = []
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        pass  # keep the file: it is replaced whole at the first save
+
+    def save(self) -> None:
+        if not self.metrics:
+            return
+        save_hparams_to_yaml(Path(self.log_dir) / self.NAME_HPARAMS_FILE, self.hparams)
+        self._record_new_keys()
+        self.rows.extend(self.metrics)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.metrics_keys, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(Path(self.metrics_file_path), text.getvalue())
+        self.metrics = []
+
+
 class RunCSVLogger(CSVLogger):
     """Lightning's CSVLogger, except that a resumed run keeps the rows logged before its
     checkpoint (Lightning's deletes the file) and drops those of the epochs it repeats."""
@@ -56,15 +85,16 @@ class RunCSVLogger(CSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> Any:
-        if self._experiment is not None or self._resume_step is None:
-            return super().experiment
+        if self._experiment is not None:
+            return self._experiment
         metrics_csv = Path(self.log_dir) / "metrics.csv"
-        kept = _rows_before(metrics_csv, self._resume_step) if metrics_csv.is_file() else []
-        experiment = super().experiment
+        resumed = self._resume_step is not None and metrics_csv.is_file()
+        kept = _rows_before(metrics_csv, self._resume_step) if resumed else []  # type: ignore[arg-type]
+        self._experiment = _AtomicCSVWriter(log_dir=self.log_dir)
         for row in kept:
-            experiment.log_metrics(row, step=int(row.pop("step")))  # type: ignore[arg-type]
-        experiment.save()
-        return experiment
+            self._experiment.log_metrics(row, step=int(row.pop("step")))  # type: ignore[arg-type]
+        self._experiment.save()
+        return self._experiment
 
 
 def _rows_before(metrics_csv: Path, step: int) -> list[dict[str, str]]:

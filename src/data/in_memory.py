@@ -9,6 +9,8 @@ distributed run reads its own shard.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import torch
@@ -45,6 +47,7 @@ class TensorBatchSampler(Sampler[Tensor]):
         self.world_size = world_size
         self.even_shards = even_shards
         self.epoch = 0
+        self._resume_at: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         # Lightning calls this before every epoch, also after a resume, so the order is a pure
@@ -62,8 +65,19 @@ class TensorBatchSampler(Sampler[Tensor]):
             shard = shard[: self.num_samples // self.world_size]
         return shard
 
+    def resume_within_epoch(self, epoch: int, batches_done: int) -> None:
+        """Skip the `batches_done` first batches of `epoch`, once: where an interrupted run
+        stopped. Any other epoch is served whole."""
+        self._resume_at = (epoch, batches_done)
+
     def __iter__(self) -> Iterator[Tensor]:
-        return iter(self._shard().split(self.batch_size))
+        batches = self._shard().split(self.batch_size)
+        if self._resume_at is not None:
+            epoch, batches_done = self._resume_at
+            self._resume_at = None
+            if epoch == self.epoch:
+                batches = batches[batches_done:]
+        return iter(batches)
 
     def __len__(self) -> int:
         if self.even_shards:
@@ -115,6 +129,36 @@ def batch_loader(
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
 
 
+@dataclass
+class EpochPosition:
+    """How far training got: the epoch, and how many of its batches were trained on."""
+
+    epoch: int = 0
+    batches_done: int = 0
+
+    def count_batch(self, epoch: int) -> None:
+        self.batches_done = self.batches_done + 1 if epoch == self.epoch else 1
+        self.epoch = epoch
+
+
+class ResumableLoader(DataLoader):
+    """A training loader whose place in the epoch goes into checkpoints (Lightning saves the
+    `state_dict` of any loader that has one), so a run stopped mid-epoch resumes with the batch
+    after the last one it trained on, not with the epoch's first."""
+
+    def __init__(self, loader: DataLoader, position: EpochPosition) -> None:
+        super().__init__(loader.dataset, sampler=loader.sampler, batch_size=None, num_workers=0)
+        self.position = position
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.position.epoch, "batches_done": self.position.batches_done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.position.epoch = state_dict["epoch"]
+        self.position.batches_done = state_dict["batches_done"]
+        self.sampler.resume_within_epoch(self.position.epoch, self.position.batches_done)
+
+
 class InMemoryDataModule(L.LightningDataModule):
     """A DataModule whose splits are tensors in memory, moved once to the training device.
 
@@ -130,6 +174,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.shuffle_seed = shuffle_seed
         self.task_info = task_info
         self.splits: dict[str, TensorDictDataset] = {}
+        self.position = EpochPosition()
 
     def build_splits(self) -> dict[str, TensorDictDataset]:
         raise NotImplementedError
@@ -167,7 +212,15 @@ class InMemoryDataModule(L.LightningDataModule):
             # A resumed fit draws its first batches before Lightning calls set_epoch: start the
             # sampler at the epoch about to be trained (0 in a fresh fit).
             loader.sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
+            return ResumableLoader(loader, self.position)
         return loader
+
+    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> Any:
+        # Counted here, as the batch reaches the training step: the loader itself runs a batch
+        # ahead (Lightning prefetches one to know which is last).
+        if self.trainer is not None and self.trainer.training:
+            self.position.count_batch(self.trainer.current_epoch)
+        return batch
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

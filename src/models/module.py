@@ -62,6 +62,10 @@ class SequenceModule(L.LightningModule):
         # The epoch loss as a torchmetrics mean, whose sums sync exactly across DDP ranks;
         # Lightning's sync_dist averages integer sample counts, which rounds when shards differ.
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # The training epoch's sums so far go into checkpoints: a run stopped mid-epoch resumes
+        # them, and logs the same epoch figures as a run that was never stopped.
+        self.train_metrics.persistent(True)
+        self.train_loss.persistent(True)
         self.test_confusion = (
             MulticlassConfusionMatrix(num_classes) if task == "classification" else None
         )
@@ -137,3 +141,10 @@ class SequenceModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["seqlab_config"] = self.run_config
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints from before the training sums were saved: start those sums empty.
+        state = checkpoint.get("state_dict", {})
+        for name, value in self.state_dict().items():
+            if name.startswith(("train_metrics.", "train_loss.")):
+                state.setdefault(name, value)
