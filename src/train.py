@@ -31,15 +31,18 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from src.callbacks import BatchSeeding, EpochTimer
+from src.callbacks import BatchSeeding, DivergenceGuard, EpochTimer
+from src.checkpoint_io import AtomicCheckpointIO
 from src.checkpoints import CHECKPOINT_DIRNAME, ResumePoint, resume_point
 from src.cli_errors import exit_on_user_error
 from src.config_checks import check_config
 from src.distributed import check_distributed, is_launch_rank_zero
+from src.graceful_stop import GracefulStop
 from src.loggers import build_loggers, finish_loggers, log_images
 from src.models.module import SequenceModule
 from src.models.sequence_model import count_parameters
-from src.run_dir import atomic_write_text, create_run_dir, write_json
+from src.run_dir import atomic_write_text, create_run_dir, remove_stale_temporaries, write_json
+from src.run_failures import exit_on_run_failure
 from src.run_plots import save_run_plots
 from src.sample_count import EvaluatedSamples
 from src.sweep_checks import check_sweep
@@ -98,7 +101,15 @@ def build_module(cfg: DictConfig) -> SequenceModule:
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
-    callbacks: list[L.Callback] = [EpochTimer(), BatchSeeding(cfg.seed), EvaluatedSamples()]
+    resume_command = f"python -m src.train paths.run_dir={run_dir} ckpt_path=last"
+    callbacks: list[L.Callback] = [
+        EpochTimer(),
+        BatchSeeding(cfg.seed),
+        EvaluatedSamples(),
+        # The guard first: a stop on a signal must never save a diverged model.
+        DivergenceGuard(),
+        GracefulStop(run_dir / CHECKPOINT_DIRNAME / "last.ckpt", resume_command),
+    ]
     for callback_cfg in (cfg.get("callbacks") or {}).values():
         if callback_cfg is None:
             continue
@@ -151,7 +162,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     threads = configure_threads(cfg.get("num_threads"))
     L.seed_everything(cfg.seed, workers=True)
 
-    run_dir = create_run_dir(cfg)
+    run_dir = create_run_dir(cfg, resuming=resume is not None)
     # Under DDP only global rank 0 writes files; the other ranks log to stdout.
     writes_files = is_launch_rank_zero()
     setup_logging(run_dir if writes_files else None)
@@ -161,6 +172,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     writer = "" if writes_files else "; a rank > 0, which writes nothing"
     log.info("run directory: %s (%d torch threads%s)", run_dir, threads, writer)
     if resume is not None:
+        if resume.fallback_note:
+            log.warning(resume.fallback_note)
+        if writes_files:
+            remove_stale_temporaries(run_dir)
         log.info("resuming from %s (step %d)", resume.path, resume.global_step)
 
     datamodule = instantiate(cfg.data, shuffle_seed=cfg.seed)
@@ -170,6 +185,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir)
     )
+    trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     try:
         results = _fit_and_test(cfg, trainer, module, datamodule, resume, run_dir)
     except BaseException:
@@ -221,7 +237,7 @@ def _fit_and_test(
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with exit_on_user_error():
+    with exit_on_user_error(), exit_on_run_failure():
         results = train(cfg)
     metric = cfg.get("optimized_metric")
     value = results.get(f"best_{metric}", results.get(metric))

@@ -1,6 +1,9 @@
-"""A callback that stops a run as a crash or a killed job would, for resume tests."""
+"""Callbacks that stop a run as a crash, a killed job or a signal would, for resume tests."""
 
 from __future__ import annotations
+
+import os
+from typing import Any
 
 import lightning as L
 
@@ -24,3 +27,37 @@ class InterruptAtEpoch(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.before_checkpoint and trainer.current_epoch == self.epoch:
             raise Interrupted(f"interrupted at the end of epoch {self.epoch}")
+
+
+class SignalAtBatch(L.Callback):
+    """Send this process a real signal when training reaches batch `batch` of epoch `epoch`:
+    the handlers installed for it run exactly as for a signal from outside, at a known point.
+    Only in a fresh fit: the resumed run, whose config holds this callback too, goes on."""
+
+    def __init__(self, epoch: int, batch: int, signum: int) -> None:
+        self.epoch = epoch
+        self.batch = batch
+        self.signum = signum
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.ckpt_path is None and (trainer.current_epoch, batch_idx) == (
+            self.epoch,
+            self.batch,
+        ):
+            os.kill(os.getpid(), self.signum)
+
+
+class SetLearningRate(L.Callback):
+    """Set every optimizer's learning rate to `lr` from epoch `epoch` on."""
+
+    def __init__(self, epoch: int, lr: float) -> None:
+        self.epoch = epoch
+        self.lr = lr
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch >= self.epoch:
+            for optimizer in trainer.optimizers:
+                for group in optimizer.param_groups:
+                    group["lr"] = self.lr
