@@ -61,6 +61,8 @@ def decompressed_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         head = f.read(2)
+        if not head:
+            raise IDXError(f"{path.name}: empty file")
         if head != GZIP_MAGIC:
             raise IDXError(f"{path.name}: not gzip (starts with {head + f.read(14)!r})")
         f.seek(0)
@@ -93,6 +95,8 @@ def _download(url: str, out: BinaryIO, *, name: str, timeout: float, progress: b
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+            if total is not None and total > MAX_DECOMPRESSED_BYTES:
+                raise _SourceError(f"Content-Length {total} is more than {MAX_DECOMPRESSED_BYTES}")
             with tqdm(
                 total=total,
                 desc=name,
@@ -108,6 +112,11 @@ def _download(url: str, out: BinaryIO, *, name: str, timeout: float, progress: b
                         raise _SourceError(f"response larger than {MAX_DECOMPRESSED_BYTES} bytes")
                     out.write(chunk)
                     bar.update(len(chunk))
+            # http.client ends the body quietly when the server hangs up early; say so here
+            # rather than leave it to the gzip check, which would blame the file.
+            if total is not None and written < total:
+                msg = f"short body: connection closed after {written} of {total} bytes"
+                raise _SourceError(msg, transient=True)
     except urllib.error.HTTPError as e:
         e.close()
         transient = e.code >= 500 or e.code == 429
