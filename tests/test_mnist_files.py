@@ -8,13 +8,17 @@ import hashlib
 import logging
 import shutil
 import struct
+import tempfile
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from src.data.idx import IDXError, load_images, load_labels
 from src.data.mnist_files import (
@@ -142,6 +146,20 @@ def test_decompressed_sha256(mirror_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "plain").write_bytes(CONTENT[NAMES[0]])
     with pytest.raises(IDXError, match="plain: not gzip"):
         decompressed_sha256(tmp_path / "plain")
+
+
+@settings(max_examples=100, deadline=timedelta(seconds=5))  # the deadline only catches hangs
+@given(st.integers(0, 10_000), st.integers(0, 255), st.integers(0, 40), st.binary(max_size=16))
+def test_damaged_gzip_only_raises_idx_error(pos: int, value: int, cut: int, tail: bytes) -> None:
+    blob = bytearray(BLOBS[NAMES[1]])
+    blob[pos % len(blob)] = value
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "fuzz.gz"
+        path.write_bytes(bytes(blob[: len(blob) - cut]) + tail)
+        try:
+            decompressed_sha256(path)
+        except IDXError as e:
+            assert str(e).startswith("fuzz.gz: ")
 
 
 def test_first_good_mirror_wins(server: Server, raw_dir: Path) -> None:
