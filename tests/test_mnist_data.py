@@ -96,7 +96,7 @@ def test_permutation_is_fixed_by_its_seed_and_reorders_pixels():
 def test_split_sizes_first_and_random(tmp_path, fake_mnist):
     dm = datamodule(tmp_path, *fake_mnist, val_size=50)
     assert {k: len(v) for k, v in dm.splits.items()} == {"train": 250, "val": 50, "test": 100}
-    cache = torch.load(dm.cache_path, weights_only=True)
+    cache = torch.load(dm.cache_path, weights_only=True)["tensors"]
     assert torch.equal(dm.splits["val"].tensors["y"], cache["train_labels"][:50])
     shuffled = datamodule(tmp_path, *fake_mnist, val_size=50, val_split="random", split_seed=1)
     assert not torch.equal(shuffled.splits["val"].tensors["y"], cache["train_labels"][:50])
