@@ -5,11 +5,17 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import json
 import logging
+import os
 import shutil
+import signal
 import struct
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +30,7 @@ from src.data.idx import IDXError, load_images, load_labels
 from src.data.mnist_files import (
     MIRROR_ENV_VAR,
     MNIST_SHA256,
+    STALE_PART_SECONDS,
     MNISTFetchError,
     decompressed_sha256,
     fetch_mnist,
@@ -292,6 +299,55 @@ def test_all_sources_failing(server: Server, raw_dir: Path, tmp_path: Path) -> N
     assert server.requests.count(f"/404/{name}") == 1
     assert list(raw_dir.iterdir()) == []  # no partial file, no temporary file
     assert list(empty.iterdir()) == []
+
+
+FETCH_IN_CHILD = """
+import json, sys
+from src.data.mnist_files import fetch_mnist
+fetch_mnist(sys.argv[1], [sys.argv[2]], checksums=json.loads(sys.argv[3]), progress=False)
+"""
+
+
+def fetch_in_child_until_part_written(raw_dir: Path, mirror: str) -> subprocess.Popen[bytes]:
+    """A child fetching NAMES[0] from `mirror` (which stalls mid-body), once it has made its
+    temporary file."""
+    checksums = json.dumps({NAMES[0]: CHECKSUMS[NAMES[0]]})
+    child = subprocess.Popen(
+        [sys.executable, "-c", FETCH_IN_CHILD, str(raw_dir), mirror, checksums],
+        cwd=Path(__file__).resolve().parents[1],
+        stderr=subprocess.PIPE,
+    )
+    for _ in range(1000):  # bounded: fails below rather than hangs if no part ever appears
+        if (raw_dir.is_dir() and any(raw_dir.glob(".*.part"))) or child.poll() is not None:
+            break
+        time.sleep(0.02)
+    assert child.poll() is None, child.communicate()[1].decode()
+    return child
+
+
+def test_an_interrupted_fetch_leaves_nothing(server: Server, raw_dir: Path) -> None:
+    server.plan["stall"] = ["stall"]
+    child = fetch_in_child_until_part_written(raw_dir, server.url("stall"))
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=30)
+    assert child.returncode != 0 and b"KeyboardInterrupt" in stderr
+    assert list(raw_dir.iterdir()) == []
+
+
+def test_a_killed_fetchs_part_is_removed_once_stale(server: Server, raw_dir: Path) -> None:
+    server.plan["stall"] = ["stall"]
+    child = fetch_in_child_until_part_written(raw_dir, server.url("stall"))
+    child.kill()  # no chance to clean up
+    child.communicate(timeout=30)
+    (part,) = raw_dir.iterdir()
+    fresh = raw_dir / f".{NAMES[1]}.another-fetch-running.part"
+    fresh.write_bytes(b"\x1f\x8b")
+    aged = time.time() - STALE_PART_SECONDS - 60
+    os.utime(part, (aged, aged))
+    paths = fetch(raw_dir, [server.url("good")])
+    assert not part.exists() and fresh.exists()
+    fresh.unlink()
+    assert_fetched(raw_dir, paths)
 
 
 def test_no_sources_configured(raw_dir: Path) -> None:
