@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import struct
+import subprocess
+import sys
 import tempfile
-import time
+import tracemalloc
 import zlib
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -137,11 +142,71 @@ def test_truncated_gzip(tmp_path: Path) -> None:
     refused(write(tmp_path / "images.gz", blob, compress=False), "truncated gzip")
 
 
-def test_lying_header_is_refused_quickly(tmp_path: Path) -> None:
+def peak_bytes_while(call: Callable[[], object]) -> int:
+    """The peak of Python and NumPy allocations (NumPy reports to tracemalloc) during call()."""
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(IDXError):
+            call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+# Parsing a small file may cost its size a few times over plus one read chunk, never the claim.
+SMALL_FILE_PEAK = 4 << 20
+
+
+def test_lying_header_is_refused_before_allocating(tmp_path: Path) -> None:
     data = idx_bytes(np.zeros(10, np.uint8), dims=(2**31, 28, 28))
-    start = time.perf_counter()
-    refused(write(tmp_path / "images.gz", data), "truncated: expected 1683627180032 bytes")
-    assert time.perf_counter() - start < 1.0
+    path = write(tmp_path / "images.gz", data)
+    refused(path, "truncated: expected 1683627180032 bytes")
+    assert peak_bytes_while(lambda: load_images(path)) < SMALL_FILE_PEAK
+
+
+RLIMITED_PARSE = """
+import resource, struct, sys
+import numpy as np
+from src.data.idx import IDXError, load_images, parse_idx
+
+with open("/proc/self/statm") as f:
+    in_use = int(f.read().split()[0]) * resource.getpagesize()
+limit = in_use + (256 << 20)
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+try:
+    np.ones(512 << 20, np.uint8)
+    sys.exit("the address-space limit does not hold")
+except MemoryError:
+    pass
+for load in (lambda: parse_idx(bytes.fromhex(sys.argv[1]), name="liar"),
+             lambda: load_images(sys.argv[2])):
+    try:
+        load()
+    except IDXError as e:
+        print(e)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
+def test_lying_header_is_refused_under_an_address_space_limit(tmp_path: Path) -> None:
+    """In a child process that cannot map more than 256 MiB beyond what it has: a header
+    claiming 2^31 x 2^31 bytes, or 2^31 images, is refused with IDXError, not MemoryError."""
+    liar = idx_bytes(np.zeros(64, np.uint8), dims=(2**31, 2**31))
+    images_file = write(
+        tmp_path / "images.gz", idx_bytes(np.zeros(9, np.uint8), dims=(2**31, 28, 28))
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", RLIMITED_PARSE, liar.hex(), str(images_file)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "liar: truncated: expected 4611686018427387904 bytes of data, found 64",
+        "images.gz: truncated: expected 1683627180032 bytes of data, found 9",
+    ]
 
 
 def test_gzip_bomb_is_refused(tmp_path: Path) -> None:
@@ -153,6 +218,10 @@ def test_gzip_bomb_is_refused(tmp_path: Path) -> None:
     refused(write(tmp_path / "images.gz", blob, compress=False), "more than 134217728 bytes")
 
 
+# Not a speed check: generous enough for a loaded machine, it turns a hang into a failure.
+HANG_GUARD = timedelta(seconds=5)
+
+
 def only_idx_errors(data: bytes) -> None:
     try:
         parse_idx(data, name="fuzz")
@@ -160,7 +229,7 @@ def only_idx_errors(data: bytes) -> None:
         assert "fuzz" in str(e)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=HANG_GUARD)
 @given(st.binary(max_size=64))
 def test_random_bytes_only_raise_idx_error(data: bytes) -> None:
     only_idx_errors(data)
@@ -170,7 +239,7 @@ def test_random_bytes_only_raise_idx_error(data: bytes) -> None:
 VALID = idx_bytes(images(2, 3, 4))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=HANG_GUARD)
 @given(
     st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), max_size=4),
     st.integers(0, len(VALID) + 8),
@@ -185,7 +254,7 @@ def test_mutated_header_only_raises_idx_error(
     only_idx_errors(bytes(data[:cut]) + tail)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=HANG_GUARD)
 @given(st.integers(0, 10_000), st.integers(0, 255), st.integers(0, 80))
 def test_mutated_gzip_only_raises_idx_error(pos: int, value: int, cut: int) -> None:
     blob = bytearray(gzip.compress(VALID))
@@ -196,6 +265,31 @@ def test_mutated_gzip_only_raises_idx_error(pos: int, value: int, cut: int) -> N
             read_idx(path)
         except IDXError as e:
             assert "fuzz.gz" in str(e)
+
+
+@settings(max_examples=150, deadline=HANG_GUARD)
+@given(
+    st.just(0x08) | st.integers(0, 255),
+    st.none() | st.integers(0, 255),  # None: the number of dims given, so the header is coherent
+    st.lists(st.integers(0, 2**32 - 1), max_size=4),
+    st.binary(max_size=64),
+    st.booleans(),
+)
+def test_any_header_is_parsed_or_refused_without_allocating_its_claim(
+    type_code: int, ndim: int | None, dims: list[int], body: bytes, compress: bool
+) -> None:
+    ndim = len(dims) if ndim is None else ndim
+    header = bytes([0, 0, type_code, ndim]) + struct.pack(f">{len(dims)}I", *dims)
+    with tempfile.TemporaryDirectory() as d:
+        path = write(Path(d) / "fuzz", header + body, compress=compress)
+        try:
+            arr = read_idx(path)
+        except IDXError as e:
+            assert "fuzz" in str(e)
+        else:  # only a header that tells the truth parses
+            assert (type_code, ndim) == (0x08, len(dims)) and arr.shape == tuple(dims)
+            assert arr.tobytes() == body
+        assert peak_bytes_while(lambda: read_idx(path)) < SMALL_FILE_PEAK
 
 
 @pytest.mark.real_data

@@ -96,7 +96,7 @@ def test_permutation_is_fixed_by_its_seed_and_reorders_pixels():
 def test_split_sizes_first_and_random(tmp_path, fake_mnist):
     dm = datamodule(tmp_path, *fake_mnist, val_size=50)
     assert {k: len(v) for k, v in dm.splits.items()} == {"train": 250, "val": 50, "test": 100}
-    cache = torch.load(dm.cache_path, weights_only=True)
+    cache = torch.load(dm.cache_path, weights_only=True)["tensors"]
     assert torch.equal(dm.splits["val"].tensors["y"], cache["train_labels"][:50])
     shuffled = datamodule(tmp_path, *fake_mnist, val_size=50, val_split="random", split_seed=1)
     assert not torch.equal(shuffled.splits["val"].tensors["y"], cache["train_labels"][:50])
@@ -117,9 +117,12 @@ def test_corrupt_mirror_file_is_refused_and_nothing_is_cached(tmp_path, fake_mni
     path = mirror / NAMES["train_labels"]
     path.write_bytes(path.read_bytes()[:-8])
     dm = MNISTDataModule(data_dir=tmp_path / "data", local_mirror=str(mirror), checksums=checksums)
-    with pytest.raises(MNISTFetchError, match="train-labels"):
+    with pytest.raises(MNISTFetchError) as info:
         dm.prepare_data()
-    assert not dm.cache_path.exists()
+    assert f"{path}: truncated gzip stream" in str(info.value)
+    # The file fetched before the bad one stays (verified); nothing partial, no cache.
+    assert [p.name for p in dm.root.iterdir()] == ["raw"]
+    assert [p.name for p in (dm.root / "raw").iterdir()] == [NAMES["train_images"]]
 
 
 @pytest.mark.slow

@@ -5,22 +5,32 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import json
 import logging
+import os
 import shutil
+import signal
 import struct
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from src.data.idx import IDXError, load_images, load_labels
 from src.data.mnist_files import (
     MIRROR_ENV_VAR,
     MNIST_SHA256,
+    STALE_PART_SECONDS,
     MNISTFetchError,
     decompressed_sha256,
     fetch_mnist,
@@ -46,6 +56,13 @@ BLOBS = {name: gzip.compress(data, mtime=0) for name, data in CONTENT.items()}
 CHECKSUMS = {name: hashlib.sha256(data).hexdigest() for name, data in CONTENT.items()}
 
 
+def corrupted(blob: bytes) -> bytes:
+    """The same gzip file with one byte of its CRC flipped: complete, but damaged."""
+    damaged = bytearray(blob)
+    damaged[-8] ^= 0xFF
+    return bytes(damaged)
+
+
 class Server(ThreadingHTTPServer):
     """Serves BLOBS under /<mirror>/<name>; `plan[mirror]` lists behaviours, the last repeats."""
 
@@ -69,18 +86,24 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_error(404)
         if mode == "500":
             return self.send_error(500)
-        if mode == "slow":
+        if mode == "slow":  # nothing, not even the status line, until the client times out
             self.server.release.wait(5)
+        blob = BLOBS[name]
         body = {
             "html": b"<!DOCTYPE html><html><body>Service unavailable</body></html>",
-            "short": BLOBS[name][: len(BLOBS[name]) // 2],
+            "short": blob[: len(blob) // 2],  # a whole response, of a truncated file
+            "cut": blob[: len(blob) // 2],  # hangs up before Content-Length is reached
+            "stall": blob[: len(blob) // 2],  # stops sending mid-body
+            "corrupt": corrupted(blob),
             "wrong": BLOBS[NAMES[(NAMES.index(name) + 1) % len(NAMES)]],
-        }.get(mode, BLOBS[name])
+        }.get(mode, blob)
         self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(blob if mode in ("cut", "stall") else body)))
         self.end_headers()
         with contextlib.suppress(OSError):  # the client may have timed out and hung up
             self.wfile.write(body)
+            if mode == "stall":
+                self.server.release.wait(5)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -132,6 +155,20 @@ def test_decompressed_sha256(mirror_dir: Path, tmp_path: Path) -> None:
         decompressed_sha256(tmp_path / "plain")
 
 
+@settings(max_examples=100, deadline=timedelta(seconds=5))  # the deadline only catches hangs
+@given(st.integers(0, 10_000), st.integers(0, 255), st.integers(0, 40), st.binary(max_size=16))
+def test_damaged_gzip_only_raises_idx_error(pos: int, value: int, cut: int, tail: bytes) -> None:
+    blob = bytearray(BLOBS[NAMES[1]])
+    blob[pos % len(blob)] = value
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "fuzz.gz"
+        path.write_bytes(bytes(blob[: len(blob) - cut]) + tail)
+        try:
+            decompressed_sha256(path)
+        except IDXError as e:
+            assert str(e).startswith("fuzz.gz: ")
+
+
 def test_first_good_mirror_wins(server: Server, raw_dir: Path) -> None:
     assert_fetched(raw_dir, fetch(raw_dir, [server.url("a"), server.url("b")]))
     assert sorted(server.requests) == sorted(f"/a/{n}" for n in NAMES)
@@ -178,31 +215,139 @@ def test_corrupt_existing_file_is_replaced(server: Server, raw_dir: Path) -> Non
     assert sorted(server.requests) == sorted([f"/a/{NAMES[0]}", f"/a/{NAMES[1]}"])
 
 
+# Each way a mirror can fail, and the reason the failure is reported with.
+HTTP_FAULTS = {
+    "404": "HTTP 404",
+    "500": "HTTP 500",
+    "html": "not gzip (starts with b'<!DOCTYPE html>",
+    "short": "truncated gzip stream",
+    "cut": "short body: connection closed after",
+    "corrupt": "corrupt gzip stream",
+    "wrong": "checksum mismatch",
+    "slow": "timeout after 0.3s",
+    "stall": "timeout after 0.3s",
+}
+
+
+@pytest.mark.parametrize("mode", HTTP_FAULTS)
+def test_each_http_fault_falls_through_to_the_next_mirror(
+    server: Server, raw_dir: Path, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    server.plan["bad"] = [mode]
+    caplog.set_level(logging.WARNING, logger="src.data.mnist_files")
+    paths = fetch(raw_dir, [server.url("bad"), server.url("good")], retries=1, timeout=0.3)
+    assert_fetched(raw_dir, paths)
+    for name in NAMES:
+        assert server.requests.index(f"/bad/{name}") < server.requests.index(f"/good/{name}")
+        assert f"{server.url('bad')}/{name}: {HTTP_FAULTS[mode]}" in caplog.text
+
+
+LOCAL_FAULTS = {
+    "truncated": (lambda name: BLOBS[name][:-20], "truncated gzip stream"),
+    "corrupt": (lambda name: corrupted(BLOBS[name]), "corrupt gzip stream"),
+    "empty": (lambda name: b"", "empty file"),
+    "uncompressed": (lambda name: CONTENT[name], "not gzip"),
+    "wrong": (lambda name: BLOBS[NAMES[NAMES.index(name) - 1]], "checksum mismatch"),
+}
+
+
+@pytest.mark.parametrize("fault", LOCAL_FAULTS)
+def test_each_bad_local_file_falls_through_to_the_http_mirror(
+    server: Server, raw_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, fault: str
+) -> None:
+    damage, reason = LOCAL_FAULTS[fault]
+    local = tmp_path / "local"
+    local.mkdir()
+    for name in NAMES:
+        (local / name).write_bytes(damage(name))
+    before = {p.name: p.read_bytes() for p in local.iterdir()}
+    caplog.set_level(logging.WARNING, logger="src.data.mnist_files")
+    assert_fetched(raw_dir, fetch(raw_dir, [server.url("good")], local_mirror=str(local)))
+    assert sorted(server.requests) == sorted(f"/good/{n}" for n in NAMES)
+    for name in NAMES:
+        assert f"{local / name}: {reason}" in caplog.text
+    assert {p.name: p.read_bytes() for p in local.iterdir()} == before  # the mirror is only read
+
+
 def test_all_sources_failing(server: Server, raw_dir: Path, tmp_path: Path) -> None:
-    modes = ["404", "500", "html", "short", "wrong"]
-    for mode in modes:
+    for mode in HTTP_FAULTS:
         server.plan[mode] = [mode]
     empty = tmp_path / "empty"
     empty.mkdir()
-    mirrors = [server.url(m) for m in modes] + ["ftp://example.invalid/mnist"]
+    mirrors = [server.url(m) for m in HTTP_FAULTS] + ["ftp://example.invalid/mnist"]
     with pytest.raises(MNISTFetchError) as info:
-        fetch(raw_dir, mirrors, local_mirror=str(empty), retries=2)
-    msg = str(info.value)
+        fetch(raw_dir, mirrors, local_mirror=str(empty), retries=2, timeout=0.3)
+    lines = str(info.value).splitlines()
     name = NAMES[0]
-    reasons = {
+    reasons = [
         f"{empty / name}: file not found",
-        f"{server.url('404')}/{name}: HTTP 404",
-        f"{server.url('500')}/{name}: HTTP 500",
-        f"{server.url('html')}/{name}: not gzip",
-        f"{server.url('short')}/{name}: truncated gzip",
-        f"{server.url('wrong')}/{name}: checksum mismatch",
+        *(f"{server.url(mode)}/{name}: {reason}" for mode, reason in HTTP_FAULTS.items()),
         f"ftp://example.invalid/mnist/{name}: unsupported URL scheme",
-    }
-    for reason in reasons:
-        assert reason in msg
-    assert MIRROR_ENV_VAR in msg and str(raw_dir) in msg
-    assert server.requests.count(f"/500/{name}") == 2
+    ]
+    assert lines[0] == f"Could not obtain a verified copy of {name}. Sources tried:"
+    # One line per source, in the order they were tried, each with its reason.
+    assert len(lines) == len(reasons) + 2
+    for line, reason in zip(lines[1:], reasons, strict=False):
+        assert line.startswith(f"  - {reason}")
+    assert MIRROR_ENV_VAR in lines[-1] and str(raw_dir) in lines[-1]
+    for transient in ("500", "cut", "slow", "stall"):  # retried, and said so
+        assert server.requests.count(f"/{transient}/{name}") == 2
+        assert any(line.startswith(f"  - {server.url(transient)}/") for line in lines)
+        assert any(
+            f"{server.url(transient)}/{name}:" in ln and "(2 attempts)" in ln for ln in lines
+        )
+    assert server.requests.count(f"/404/{name}") == 1
+    assert list(raw_dir.iterdir()) == []  # no partial file, no temporary file
+    assert list(empty.iterdir()) == []
+
+
+FETCH_IN_CHILD = """
+import json, sys
+from src.data.mnist_files import fetch_mnist
+fetch_mnist(sys.argv[1], [sys.argv[2]], checksums=json.loads(sys.argv[3]), progress=False)
+"""
+
+
+def fetch_in_child_until_part_written(raw_dir: Path, mirror: str) -> subprocess.Popen[bytes]:
+    """A child fetching NAMES[0] from `mirror` (which stalls mid-body), once it has made its
+    temporary file."""
+    checksums = json.dumps({NAMES[0]: CHECKSUMS[NAMES[0]]})
+    child = subprocess.Popen(
+        [sys.executable, "-c", FETCH_IN_CHILD, str(raw_dir), mirror, checksums],
+        cwd=Path(__file__).resolve().parents[1],
+        stderr=subprocess.PIPE,
+    )
+    for _ in range(1000):  # bounded: fails below rather than hangs if no part ever appears
+        if (raw_dir.is_dir() and any(raw_dir.glob(".*.part"))) or child.poll() is not None:
+            break
+        time.sleep(0.02)
+    assert child.poll() is None, child.communicate()[1].decode()
+    return child
+
+
+def test_an_interrupted_fetch_leaves_nothing(server: Server, raw_dir: Path) -> None:
+    server.plan["stall"] = ["stall"]
+    child = fetch_in_child_until_part_written(raw_dir, server.url("stall"))
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=30)
+    assert child.returncode != 0 and b"KeyboardInterrupt" in stderr
     assert list(raw_dir.iterdir()) == []
+
+
+def test_a_killed_fetchs_part_is_removed_once_stale(server: Server, raw_dir: Path) -> None:
+    server.plan["stall"] = ["stall"]
+    child = fetch_in_child_until_part_written(raw_dir, server.url("stall"))
+    child.kill()  # no chance to clean up
+    child.communicate(timeout=30)
+    (part,) = raw_dir.iterdir()
+    fresh = raw_dir / f".{NAMES[1]}.another-fetch-running.part"
+    fresh.write_bytes(b"\x1f\x8b")
+    aged = time.time() - STALE_PART_SECONDS - 60
+    os.utime(part, (aged, aged))
+    paths = fetch(raw_dir, [server.url("good")])
+    assert not part.exists() and fresh.exists()
+    fresh.unlink()
+    assert_fetched(raw_dir, paths)
 
 
 def test_no_sources_configured(raw_dir: Path) -> None:
@@ -226,15 +371,6 @@ def test_retries_500_then_good(server: Server, raw_dir: Path) -> None:
     server.plan["flaky"] = ["500", "500", "good"]
     assert_fetched(raw_dir, fetch(raw_dir, [server.url("flaky")], retries=3))
     assert server.requests.count(f"/flaky/{NAMES[0]}") == 3
-
-
-def test_timeout_falls_through_to_next_mirror(server: Server, raw_dir: Path) -> None:
-    server.plan["slow"] = ["slow"]
-    start = time.perf_counter()
-    paths = fetch(raw_dir, [server.url("slow"), server.url("b")], timeout=0.2, retries=1)
-    assert_fetched(raw_dir, paths)
-    assert time.perf_counter() - start < 4
-    assert sum(r.startswith("/b/") for r in server.requests) == len(NAMES)
 
 
 @pytest.mark.real_data

@@ -92,5 +92,5 @@ def test_cache_file_is_written_once_read_back_and_regenerated_for_other_params(t
     other.setup("fit")
     regenerated = generate("classic", 300, 10, seed=5)
     assert torch.equal(other.splits["test"].tensors["y"], regenerated.targets[250:])
-    assert torch.load(cache, weights_only=True)["params"]["seed"] == 5
+    assert torch.load(cache, weights_only=True)["key"]["seed"] == 5
     assert [p.name for p in cache.parent.iterdir()] == ["data.pt"]  # no temporary file left

@@ -2,15 +2,14 @@
 
 Modes: `row` (28 steps of 28 pixels), `pixel` (784 steps of 1 pixel) and `permuted` (784 steps
 in a fixed, seeded random order). `prepare_data` fetches and verifies the four IDX files
-(src/data/mnist_files.py) and caches them as uint8/int64 tensors under `data_dir/mnist`; batches
+(src/data/mnist_files.py) and caches them as uint8/int64 tensors in `data_dir/mnist/mnist.pt`
+(rebuilt from the raw files when they change or the cache is damaged); batches
 stay uint8 until they reach the device, where they are scaled to [0, 1] and laid out per mode.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,31 +20,30 @@ from torch import Tensor
 from src.data.idx import load_images, load_labels
 from src.data.in_memory import InMemoryDataModule, TensorDictDataset
 from src.data.mnist_files import MNIST_SHA256, fetch_mnist
-
-log = logging.getLogger(__name__)
+from src.data.tensor_cache import load_cache, save_cache
 
 MODES = ("row", "pixel", "permuted")
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
+CACHED_TENSORS = {f"{split}_{kind}" for split in FILES for kind in ("images", "labels")}
+REBUILD = "rebuilding it from the verified MNIST files"
 
 
-def prepare_cache(raw: dict[str, Path], cache_path: Path) -> None:
-    """Write images and labels as tensors, keyed by the raw files' digests; rebuilt on change."""
+def prepare_cache(raw: dict[str, Path], cache_path: Path) -> dict[str, Tensor]:
+    """The images and labels as tensors, from the cache if it is intact and was made from these
+    raw files (keyed by their digests), else built from them and cached."""
     sources = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in raw.items()}
-    if cache_path.exists():
-        cached = torch.load(cache_path, weights_only=True)
-        if cached.get("sources") == sources:
-            return
-        log.info("MNIST files changed since %s was written; rebuilding it", cache_path)
-    tensors: dict[str, Any] = {"sources": sources}
+    cached = load_cache(cache_path, {"sources": sources}, rebuild=REBUILD)
+    if cached is not None and set(cached) == CACHED_TENSORS:
+        return cached
+    tensors: dict[str, Tensor] = {}
     for split, (images, labels) in FILES.items():
         tensors[f"{split}_images"] = torch.from_numpy(load_images(raw[images]))
         tensors[f"{split}_labels"] = torch.from_numpy(load_labels(raw[labels]))
-    tmp = cache_path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(tensors, tmp)
-    os.replace(tmp, cache_path)
+    save_cache(cache_path, {"sources": sources}, tensors)
+    return tensors
 
 
 def pixel_permutation(seed: int) -> Tensor:
@@ -90,16 +88,29 @@ class MNISTDataModule(InMemoryDataModule):
         return self.root / "mnist.pt"
 
     def prepare_data(self) -> None:
+        self._prepare()
+
+    def _prepare(self) -> dict[str, Tensor]:
         raw = fetch_mnist(
             self.root / "raw",
             self.mirrors,
             local_mirror=self.local_mirror,
             checksums=self.checksums,
         )
-        prepare_cache(raw, self.cache_path)
+        return prepare_cache(raw, self.cache_path)
+
+    def _cached(self) -> dict[str, Tensor]:
+        """The cache prepare_data wrote; rebuilt (verifying the raw files again) if it has been
+        damaged since or is missing. Any key will do: prepare_data has just checked it."""
+        data = load_cache(self.cache_path, None, rebuild=REBUILD)
+        if data is None or set(data) != CACHED_TENSORS:
+            # Known bad (and reported): gone, so _prepare rebuilds it without a second warning.
+            self.cache_path.unlink(missing_ok=True)
+            return self._prepare()
+        return data
 
     def build_splits(self) -> dict[str, TensorDictDataset]:
-        data = torch.load(self.cache_path, weights_only=True)
+        data = self._cached()
         images, labels = data["train_images"], data["train_labels"]
         if self.val_split == "first":
             order = torch.arange(len(labels))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import http.client
 import logging
@@ -13,7 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,6 +42,8 @@ MNIST_SHA256: dict[str, str] = {
 }
 MIRROR_ENV_VAR = "SEQLAB_MNIST_MIRROR"
 _CHUNK = 1 << 16
+_PART_SUFFIX = ".part"
+STALE_PART_SECONDS = 3600
 
 
 class MNISTFetchError(RuntimeError):
@@ -61,6 +65,8 @@ def decompressed_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         head = f.read(2)
+        if not head:
+            raise IDXError(f"{path.name}: empty file")
         if head != GZIP_MAGIC:
             raise IDXError(f"{path.name}: not gzip (starts with {head + f.read(14)!r})")
         f.seek(0)
@@ -93,6 +99,8 @@ def _download(url: str, out: BinaryIO, *, name: str, timeout: float, progress: b
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+            if total is not None and total > MAX_DECOMPRESSED_BYTES:
+                raise _SourceError(f"Content-Length {total} is more than {MAX_DECOMPRESSED_BYTES}")
             with tqdm(
                 total=total,
                 desc=name,
@@ -108,6 +116,11 @@ def _download(url: str, out: BinaryIO, *, name: str, timeout: float, progress: b
                         raise _SourceError(f"response larger than {MAX_DECOMPRESSED_BYTES} bytes")
                     out.write(chunk)
                     bar.update(len(chunk))
+            # http.client ends the body quietly when the server hangs up early; say so here
+            # rather than leave it to the gzip check, which would blame the file.
+            if total is not None and written < total:
+                msg = f"short body: connection closed after {written} of {total} bytes"
+                raise _SourceError(msg, transient=True)
     except urllib.error.HTTPError as e:
         e.close()
         transient = e.code >= 500 or e.code == 429
@@ -138,13 +151,30 @@ def _verify(path: Path, sha256: str) -> None:
         )
 
 
+def _part_prefix(name: str) -> str:
+    return f".{name}."
+
+
+def _remove_stale_parts(raw_dir: Path, names: Iterable[str]) -> None:
+    """Remove temporary files that a killed fetch left behind (an interrupted one removes its
+    own), so they do not linger in raw_dir and in what DVC stores of it. Only files untouched
+    for STALE_PART_SECONDS: another fetch still running into this folder writes far more often."""
+    cutoff = time.time() - STALE_PART_SECONDS
+    for name in names:
+        for part in raw_dir.glob(f"{glob.escape(_part_prefix(name))}*{_PART_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                if part.stat().st_mtime < cutoff:
+                    part.unlink()
+                    logger.info("Removed %s, left by an interrupted fetch", part)
+
+
 def _fetch_once(
     source: str, name: str, dest: Path, sha256: str, *, timeout: float, progress: bool
 ) -> None:
     """One attempt: copy or download into a temp file in dest's folder, verify, then rename."""
     local = _local_dir(source)
     with tempfile.NamedTemporaryFile(
-        dir=dest.parent, delete=False, prefix=f".{name}.", suffix=".part"
+        dir=dest.parent, delete=False, prefix=_part_prefix(name), suffix=_PART_SUFFIX
     ) as tmp:
         tmp_path = Path(tmp.name)
     try:
@@ -224,6 +254,7 @@ def fetch_mnist(
     """
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(raw_dir, checksums)
     local = local_mirror if local_mirror is not None else os.environ.get(MIRROR_ENV_VAR) or None
     sources = ([local] if local else []) + list(mirrors)
     unreachable: dict[str, str] = {}  # so an offline run does not wait on every mirror per file

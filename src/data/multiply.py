@@ -4,14 +4,12 @@ Each sequence is `seq_len` steps of (marker, value) with value ~ U(0, 1); exactl
 marker 1 and the target is the product of their values. Generation is vectorised and seeded with
 NumPy's PCG64, so the same seed gives the same bytes on any machine. With a `cache_file`,
 `prepare_data` writes the generated tensors there once (DVC caches that file) and training reads
-it; a file made with other parameters is regenerated.
+it; a file made with other parameters, or damaged, is regenerated (src/data/tensor_cache.py).
 """
 
 from __future__ import annotations
 
-import logging
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +17,7 @@ import torch
 from torch import Tensor
 
 from src.data.in_memory import InMemoryDataModule, TensorDictDataset
-
-log = logging.getLogger(__name__)
+from src.data.tensor_cache import load_cache, save_cache
 
 VARIANTS = ("classic", "paper_1997")
 
@@ -30,6 +27,9 @@ class MultiplicationData:
     inputs: Tensor  # [N, max_len, 2] float32: (marker, value), zero after each sequence's end
     lengths: Tensor  # [N] int64
     targets: Tensor  # [N, 1] float32
+
+
+_FIELDS = {f.name for f in fields(MultiplicationData)}
 
 
 def generate_classic(num_sequences: int, seq_len: int, seed: int) -> MultiplicationData:
@@ -98,25 +98,18 @@ def generate(variant: str, num_sequences: int, seq_len: int, seed: int) -> Multi
 def load_or_generate(
     cache_file: str | Path | None, variant: str, num_sequences: int, seq_len: int, seed: int
 ) -> MultiplicationData:
-    """The sequences from `cache_file` if it was made with these parameters, else generated
-    (and written there, via a temporary file, so no reader ever sees half of it)."""
+    """The sequences from `cache_file` if it holds intact ones made with these parameters, else
+    generated (the data is deterministic, so a damaged cache is simply made again) and written
+    there atomically."""
     params = {"variant": variant, "num_sequences": num_sequences, "seq_len": seq_len, "seed": seed}
     if cache_file is None:
         return generate(**params)
     path = Path(cache_file)
-    if path.exists():
-        cached = torch.load(path, weights_only=True)
-        if cached.get("params") == params:
-            return MultiplicationData(**cached["tensors"])
-        log.info("%s holds other sequences (%s); regenerating", path, cached.get("params"))
+    cached = load_cache(path, params, rebuild="regenerating it")
+    if cached is not None and set(cached) == _FIELDS:
+        return MultiplicationData(**cached)
     data = generate(**params)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save({"params": params, "tensors": asdict(data)}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_cache(path, params, asdict(data))
     return data
 
 
