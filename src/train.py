@@ -27,7 +27,6 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
@@ -36,6 +35,7 @@ from src.checkpoints import CHECKPOINT_DIRNAME, ResumePoint, resume_point
 from src.cli_errors import exit_on_user_error
 from src.config_checks import check_config
 from src.distributed import check_distributed, is_launch_rank_zero
+from src.instantiation import instantiate_group
 from src.loggers import build_loggers, finish_loggers, log_images
 from src.models.module import SequenceModule
 from src.models.sequence_model import count_parameters
@@ -81,11 +81,11 @@ def command_line_keys() -> list[str] | None:
 
 
 def build_module(cfg: DictConfig) -> SequenceModule:
-    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    scheduler = instantiate_group(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
     module = SequenceModule(
-        instantiate(cfg.model),
+        instantiate_group(cfg.model, "model"),
         task=cfg.data.task,
-        optimizer=instantiate(cfg.optimizer),
+        optimizer=instantiate_group(cfg.optimizer, "optimizer"),
         scheduler=scheduler,
         monitor=cfg.data.monitor,
         tolerance=cfg.data.get("tolerance"),
@@ -105,9 +105,13 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
         if "ProgressBar" in callback_cfg._target_ and not cfg.trainer.enable_progress_bar:
             continue
         if callback_cfg._target_.endswith("ModelCheckpoint"):
-            callbacks.append(instantiate(callback_cfg, dirpath=str(run_dir / CHECKPOINT_DIRNAME)))
+            callbacks.append(
+                instantiate_group(
+                    callback_cfg, "callbacks", dirpath=str(run_dir / CHECKPOINT_DIRNAME)
+                )
+            )
         else:
-            callbacks.append(instantiate(callback_cfg))
+            callbacks.append(instantiate_group(callback_cfg, "callbacks"))
     return callbacks
 
 
@@ -163,12 +167,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if resume is not None:
         log.info("resuming from %s (step %d)", resume.path, resume.global_step)
 
-    datamodule = instantiate(cfg.data, shuffle_seed=cfg.seed)
+    datamodule = instantiate_group(cfg.data, "data", shuffle_seed=cfg.seed)
     module = build_module(cfg)
     callbacks = build_callbacks(cfg, run_dir)
     loggers = build_loggers(cfg, run_dir, resume)
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir)
+    trainer: L.Trainer = instantiate_group(
+        cfg.trainer,
+        "trainer",
+        callbacks=callbacks,
+        logger=loggers or False,
+        default_root_dir=str(run_dir),
     )
     try:
         results = _fit_and_test(cfg, trainer, module, datamodule, resume, run_dir)
