@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from src.cli_errors import exit_on_user_error
 from src.instantiation import instantiate_group
+from src.override_hints import run_main
 from src.restore import RestoredRun, restore_run
 from src.run_dir import write_json
 
@@ -82,4 +83,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "eval")

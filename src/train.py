@@ -39,6 +39,7 @@ from src.instantiation import instantiate_group
 from src.loggers import build_loggers, finish_loggers, log_images
 from src.models.module import SequenceModule
 from src.models.sequence_model import count_parameters
+from src.override_hints import run_main
 from src.run_dir import atomic_write_text, create_run_dir, write_json
 from src.run_plots import save_run_plots
 from src.sample_count import EvaluatedSamples
@@ -237,4 +238,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "train")
