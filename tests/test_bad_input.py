@@ -122,7 +122,8 @@ def test_known_keys_and_options_need_no_explanation():
     ids=["no-gpu", "precision", "betas", "target", "argument"],
 )
 def test_a_library_refusal_names_the_group_the_reason_and_the_fix(tmp_path, args, group, reason):
-    done = run_module("src.train", *args, *TINY, f"paths.output_dir={tmp_path}")
+    paths = [f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
+    done = run_module("src.train", *args, *TINY, *paths)
     assert done.returncode == 2
     (line,) = (line for line in done.stderr.splitlines() if line.startswith("seqlab: "))
     assert line.startswith(f"seqlab: config error: {group}: the config was refused: ")
