@@ -1,18 +1,26 @@
 """Refuse impossible configs at start, before any work, with a message that names key and fix.
 
-Hydra already refuses unknown groups and keys; this adds types, ranges and relations between
-values, which plain YAML cannot express.
+Hydra refuses unknown groups and keys (src/override_hints.py explains them); this adds types,
+ranges and relations between values, which plain YAML cannot express.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 MNIST_TRAIN_SIZE = 60_000
+# numpy's and Lightning's seeds are 32-bit; torch.Generator's 64-bit.
+MAX_SEED = 2**32 - 1
+MAX_DATA_SEED = 2**63 - 1
+# Larger sizes overflow torch's 64-bit shapes and float arithmetic on the sizes.
+MAX_SIZE = 2**63 - 1
+ABSENT = object()
 
 
 class ConfigError(ValueError):
@@ -24,44 +32,72 @@ class Rule:
     key: str
     kind: type
     check: Callable[[Any], bool] | None = None
-    expected: str = ""
+    expected: str = ""  # reads after "must be"
     nullable: bool = False
+
+
+def size(value: int) -> bool:
+    return 0 < value <= MAX_SIZE
+
+
+def at_least_zero(value: float) -> bool:
+    return value >= 0
 
 
 def positive(value: float) -> bool:
     return value > 0
 
 
-def one_of(*options: str) -> Callable[[Any], bool]:
-    return lambda value: value in options
+def between(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda value: low <= value <= high
 
 
+def choice(key: str, *options: str) -> Rule:
+    return Rule(key, str, lambda value: value in options, f"among {', '.join(options)}")
+
+
+SIZE = "> 0 (and below 2**63)"
 RULES = (
     # data.mode first: model.input_size is looked up by it.
-    Rule("data.mode", str, one_of("row", "pixel", "permuted"), "one of row, pixel, permuted"),
-    Rule("seed", int),
-    Rule("model.cell", str, one_of("rnn", "lstm", "gru"), "one of rnn, lstm, gru"),
-    Rule("model.input_size", int, positive, "> 0"),
-    Rule("model.output_size", int, positive, "> 0"),
-    Rule("model.hidden_size", int, positive, "> 0"),
-    Rule("model.num_layers", int, positive, "> 0"),
+    choice("data.mode", "row", "pixel", "permuted"),
+    Rule("seed", int, between(0, MAX_SEED), f"in [0, {MAX_SEED}]"),
+    Rule("num_threads", int, size, SIZE + " (or null for torch's default)", nullable=True),
+    choice("model.cell", "rnn", "lstm", "gru"),
+    Rule("model.input_size", int, size, SIZE),
+    Rule("model.output_size", int, size, SIZE),
+    Rule("model.hidden_size", int, size, SIZE),
+    Rule("model.num_layers", int, size, SIZE),
     Rule("model.dropout", float, lambda v: 0 <= v < 1, "in [0, 1)"),
     Rule("model.bidirectional", bool),
-    Rule("model.init", str, one_of("keras", "torch"), "one of keras, torch"),
-    Rule("model.implementation", str, one_of("torch", "fused"), "one of torch, fused"),
+    choice("model.init", "keras", "torch"),
+    choice("model.implementation", "torch", "fused"),
     Rule("optimizer.lr", float, positive, "> 0"),
-    Rule("data.batch_size", int, positive, "> 0"),
-    Rule("data.num_sequences", int, positive, "> 0"),
-    Rule("data.seq_len", int, positive, "> 0"),
-    Rule("data.num_fit", int, positive, "> 0"),
+    Rule("optimizer.weight_decay", float, at_least_zero, ">= 0"),
+    Rule("optimizer.momentum", float, at_least_zero, ">= 0"),
+    Rule("data.batch_size", int, size, SIZE),
+    Rule("data.num_sequences", int, size, SIZE),
+    Rule("data.seq_len", int, size, SIZE),
+    Rule("data.num_fit", int, size, SIZE),
     Rule("data.val_fraction", float, lambda v: 0 < v < 1, "in (0, 1)"),
     Rule("data.tolerance", float, positive, "> 0"),
-    Rule("data.variant", str, one_of("classic", "paper_1997"), "one of classic, paper_1997"),
-    Rule("data.val_size", int, positive, "> 0"),
-    Rule("data.val_split", str, one_of("first", "random"), "one of first, random"),
-    Rule("data.train_subset", int, positive, "> 0 (or null for all)", nullable=True),
+    choice("data.variant", "classic", "paper_1997"),
+    Rule("data.seed", int, between(0, MAX_DATA_SEED), "in [0, 2**63)"),
+    Rule("data.val_size", int, size, SIZE),
+    choice("data.val_split", "first", "random"),
+    Rule("data.split_seed", int, between(0, MAX_DATA_SEED), "in [0, 2**63)"),
+    Rule("data.permutation_seed", int, between(0, MAX_DATA_SEED), "in [0, 2**63)"),
+    Rule("data.train_subset", int, size, SIZE + " (or null for all)", nullable=True),
+    Rule(
+        "data.monitor", str, lambda v: v.startswith("val/"), "named val/... (a validation metric)"
+    ),
+    choice("data.monitor_mode", "min", "max"),
     Rule("trainer.max_epochs", int, lambda v: v >= 1 or v == -1, ">= 1 (or -1 for no limit)"),
-    Rule("test_ckpt", str, one_of("best", "last"), "one of best, last"),
+    Rule("trainer.min_epochs", int, at_least_zero, ">= 0"),
+    Rule("trainer.num_nodes", int, size, SIZE),
+    Rule("trainer.log_every_n_steps", int, size, SIZE),
+    Rule("trainer.check_val_every_n_epoch", int, size, SIZE, nullable=True),
+    Rule("trainer.gradient_clip_val", float, at_least_zero, ">= 0 (or null)", nullable=True),
+    choice("test_ckpt", "best", "last"),
 )
 
 
@@ -73,37 +109,83 @@ def _kind_ok(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
+def _value(cfg: DictConfig, key: str) -> Any:
+    """The resolved value at `key` (ABSENT if the config has no such key)."""
+    try:
+        return OmegaConf.select(cfg, key, default=ABSENT)
+    except OmegaConfBaseException as error:
+        reason = str(error).splitlines()[0]
+        raise ConfigError(
+            f"{key} cannot be resolved: {reason}. Fix: give {key} a plain value, or an "
+            "interpolation ${...} of a key that exists."
+        ) from None
+
+
 def _check_rule(cfg: DictConfig, rule: Rule) -> None:
-    if OmegaConf.select(cfg, rule.key, default="<absent>") == "<absent>":
-        return
-    value = OmegaConf.select(cfg, rule.key)
-    if value is None and rule.nullable:
+    value = _value(cfg, rule.key)
+    if value is ABSENT or (value is None and rule.nullable):
         return
     if not _kind_ok(value, rule.kind):
         raise ConfigError(
             f"{rule.key} must be {rule.kind.__name__}, got {value!r} ({type(value).__name__}). "
             f"Fix: {rule.key}=<{rule.kind.__name__}>"
         )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{rule.key}={value!r} is not a finite number. Fix: {rule.key}=<number>")
     if rule.check is not None and not rule.check(value):
-        raise ConfigError(f"{rule.key}={value!r} is out of range: it must be {rule.expected}.")
+        raise ConfigError(
+            f"{rule.key}={value!r} is not allowed: it must be {rule.expected}. "
+            f"Fix: set {rule.key} to a value {rule.expected}."
+        )
+
+
+def _has(data: DictConfig, *keys: str) -> bool:
+    return all(key in data for key in keys)
 
 
 def _check_multiply_splits(data: DictConfig) -> None:
     if data.num_fit >= data.num_sequences:
         raise ConfigError(
             f"data.num_fit={data.num_fit} leaves no test sequences out of "
-            f"data.num_sequences={data.num_sequences}: make data.num_fit smaller than "
+            f"data.num_sequences={data.num_sequences}. Fix: make data.num_fit smaller than "
             "data.num_sequences."
         )
     num_val = round(data.num_fit * data.val_fraction)
     if num_val < 1 or num_val >= data.num_fit:
         raise ConfigError(
             f"data.val_fraction={data.val_fraction} of data.num_fit={data.num_fit} gives "
-            f"{num_val} validation sequences: choose data.val_fraction so that both training "
-            "and validation get at least one."
+            f"{num_val} validation sequences. Fix: choose data.val_fraction so that both "
+            "training and validation get at least one."
         )
+
+
+def _check_multiply_length(data: DictConfig) -> None:
     if data.get("variant") == "paper_1997" and data.seq_len < 20:
-        raise ConfigError(f"data.variant=paper_1997 needs data.seq_len >= 20, got {data.seq_len}.")
+        raise ConfigError(
+            f"data.variant=paper_1997 needs data.seq_len >= 20, got {data.seq_len}. "
+            "Fix: data.seq_len=20 or more, or data.variant=classic."
+        )
+    if data.seq_len < 2:
+        raise ConfigError(
+            f"data.seq_len={data.seq_len} has no room for the two marked steps of the "
+            "multiplication problem. Fix: data.seq_len=2 or more."
+        )
+
+
+def _check_mnist_splits(data: DictConfig) -> None:
+    if data.val_size >= MNIST_TRAIN_SIZE:
+        raise ConfigError(
+            f"data.val_size={data.val_size} leaves no training images out of "
+            f"{MNIST_TRAIN_SIZE}. Fix: choose a smaller data.val_size (classic: 5000)."
+        )
+    left = MNIST_TRAIN_SIZE - data.val_size
+    subset = data.get("train_subset")
+    if subset is not None and subset > left:
+        raise ConfigError(
+            f"data.train_subset={subset} is more than the {left} training images that "
+            f"data.val_size={data.val_size} leaves. Fix: data.train_subset={left} or less, or "
+            "null for all of them."
+        )
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -111,13 +193,11 @@ def check_config(cfg: DictConfig) -> None:
     for rule in RULES:
         _check_rule(cfg, rule)
     data = cfg.data
-    if "num_fit" in data:
+    if _has(data, "num_fit", "num_sequences", "val_fraction"):
         _check_multiply_splits(data)
-    if "val_size" in data and data.val_size >= MNIST_TRAIN_SIZE:
-        raise ConfigError(
-            f"data.val_size={data.val_size} leaves no training images out of "
-            f"{MNIST_TRAIN_SIZE}: choose a smaller data.val_size (classic: 5000)."
-        )
-    monitor = data.get("monitor", "")
-    if not monitor.startswith("val/"):
-        raise ConfigError(f"data.monitor={monitor!r} must name a validation metric (val/...).")
+    if _has(data, "num_fit", "seq_len"):
+        _check_multiply_length(data)
+    if _has(data, "val_size"):
+        _check_mnist_splits(data)
+    if "monitor" not in data:
+        raise ConfigError("data.monitor is missing. Fix: data.monitor=val/<metric>.")

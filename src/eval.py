@@ -17,10 +17,11 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from src.cli_errors import exit_on_user_error
+from src.instantiation import instantiate_group
+from src.override_hints import run_main
 from src.restore import RestoredRun, restore_run
 from src.run_dir import write_json
 
@@ -37,8 +38,9 @@ def evaluate(command: DictConfig, overrides: list[str]) -> dict[str, Any]:
     L.seed_everything(run.cfg.seed, verbose=False)
     # The chosen split is served as the test split, so Lightning's test loop evaluates it.
     run.datamodule.splits = {**run.datamodule.splits, "test": run.datamodule.splits[command.split]}
-    trainer: L.Trainer = instantiate(
+    trainer: L.Trainer = instantiate_group(
         run.cfg.trainer,
+        "trainer",
         # One process, whatever the run trained with: a DDP launch would re-run this command
         # per rank, each writing metrics.json.
         devices=1,
@@ -81,4 +83,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "eval")

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from src.cli_errors import exit_on_user_error
 from src.eval import command_overrides
 from src.inference import SplitOutputs, predict_split
+from src.override_hints import run_main
 from src.restore import restore_run
 from src.run_dir import atomic_write_text
 
@@ -66,4 +67,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "predict")

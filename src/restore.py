@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src.checkpoints import (
@@ -26,6 +25,7 @@ from src.checkpoints import (
 )
 from src.config_checks import ConfigError, check_config
 from src.data.in_memory import InMemoryDataModule
+from src.instantiation import instantiate_group
 from src.models.module import SequenceModule
 from src.train import build_module
 
@@ -73,7 +73,7 @@ def _restored(cfg: DictConfig, checkpoint: dict[str, Any], path: Path) -> Restor
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:
         raise CheckpointError(f"{path}: its weights do not fit the model ({error}).") from None
-    datamodule = instantiate(cfg.data, shuffle_seed=cfg.seed)
+    datamodule = instantiate_group(cfg.data, "data", shuffle_seed=cfg.seed)
     datamodule.prepare_data()
     datamodule.setup()
     return RestoredRun(cfg, module, datamodule, path, checkpoint_run_dir(path) or path.parent)

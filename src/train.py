@@ -27,7 +27,6 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,9 +37,11 @@ from src.cli_errors import exit_on_user_error
 from src.config_checks import check_config
 from src.distributed import check_distributed, is_launch_rank_zero
 from src.graceful_stop import GracefulStop
+from src.instantiation import instantiate_group
 from src.loggers import build_loggers, finish_loggers, log_images
 from src.models.module import SequenceModule
 from src.models.sequence_model import count_parameters
+from src.override_hints import run_main
 from src.run_dir import atomic_write_text, create_run_dir, remove_stale_temporaries, write_json
 from src.run_failures import exit_on_run_failure
 from src.run_plots import save_run_plots
@@ -84,11 +85,11 @@ def command_line_keys() -> list[str] | None:
 
 
 def build_module(cfg: DictConfig) -> SequenceModule:
-    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    scheduler = instantiate_group(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
     module = SequenceModule(
-        instantiate(cfg.model),
+        instantiate_group(cfg.model, "model"),
         task=cfg.data.task,
-        optimizer=instantiate(cfg.optimizer),
+        optimizer=instantiate_group(cfg.optimizer, "optimizer"),
         scheduler=scheduler,
         monitor=cfg.data.monitor,
         tolerance=cfg.data.get("tolerance"),
@@ -116,9 +117,13 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
         if "ProgressBar" in callback_cfg._target_ and not cfg.trainer.enable_progress_bar:
             continue
         if callback_cfg._target_.endswith("ModelCheckpoint"):
-            callbacks.append(instantiate(callback_cfg, dirpath=str(run_dir / CHECKPOINT_DIRNAME)))
+            callbacks.append(
+                instantiate_group(
+                    callback_cfg, "callbacks", dirpath=str(run_dir / CHECKPOINT_DIRNAME)
+                )
+            )
         else:
-            callbacks.append(instantiate(callback_cfg))
+            callbacks.append(instantiate_group(callback_cfg, "callbacks"))
     return callbacks
 
 
@@ -161,6 +166,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_distributed(cfg)
     threads = configure_threads(cfg.get("num_threads"))
     L.seed_everything(cfg.seed, workers=True)
+    # Built before the run directory, so a config a library refuses leaves no directory behind.
+    datamodule = instantiate_group(cfg.data, "data", shuffle_seed=cfg.seed)
+    module = build_module(cfg)
 
     run_dir = create_run_dir(cfg, resuming=resume is not None)
     # Under DDP only global rank 0 writes files; the other ranks log to stdout.
@@ -178,12 +186,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             remove_stale_temporaries(run_dir)
         log.info("resuming from %s (step %d)", resume.path, resume.global_step)
 
-    datamodule = instantiate(cfg.data, shuffle_seed=cfg.seed)
-    module = build_module(cfg)
     callbacks = build_callbacks(cfg, run_dir)
     loggers = build_loggers(cfg, run_dir, resume)
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir)
+    trainer: L.Trainer = instantiate_group(
+        cfg.trainer,
+        "trainer",
+        callbacks=callbacks,
+        logger=loggers or False,
+        default_root_dir=str(run_dir),
     )
     trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     try:
@@ -245,4 +255,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "train")

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -22,23 +24,70 @@ def test_overrides_reach_the_model(compose_cfg):
     assert (cfg.model.hidden_size, cfg.model.num_layers) == (64, 3)
 
 
+def assert_refused(cfg, key: str) -> None:
+    """check_config refuses `cfg` with a message that names `key` and a fix."""
+    with pytest.raises(ConfigError, match=re.escape(key)) as refused:
+        check_config(cfg)
+    assert "Fix: " in str(refused.value)
+
+
 @pytest.mark.parametrize(
-    ("override", "key"),
+    ("overrides", "key"),
     [
-        ("model.hidden_size=0", "model.hidden_size"),
-        ("model.num_layers=-1", "model.num_layers"),
-        ("model.dropout=1.0", "model.dropout"),
-        ("model.hidden_size=abc", "model.hidden_size"),
-        ("data.tolerance=0", "data.tolerance"),
-        ("data.val_fraction=1.5", "data.val_fraction"),
-        ("data.num_sequences=1000", "data.num_fit"),
-        ("data.batch_size=0", "data.batch_size"),
-        ("optimizer.lr=-1", "optimizer.lr"),
+        # Sizes <= 0.
+        (["model.hidden_size=0"], "model.hidden_size"),
+        (["model.num_layers=-1"], "model.num_layers"),
+        (["model.input_size=0"], "model.input_size"),
+        (["model.output_size=-3"], "model.output_size"),
+        (["data.batch_size=0"], "data.batch_size"),
+        (["data.seq_len=0"], "data.seq_len"),
+        (["data.num_sequences=0"], "data.num_sequences"),
+        (["data.num_fit=0"], "data.num_fit"),
+        (["trainer.max_epochs=0"], "trainer.max_epochs"),
+        (["trainer.min_epochs=-1"], "trainer.min_epochs"),
+        (["num_threads=0"], "num_threads"),
+        (["model.hidden_size=9223372036854775808"], "model.hidden_size"),
+        # Dropout outside [0, 1), tolerance <= 0, val fraction outside (0, 1), other ranges.
+        (["model.dropout=1.0"], "model.dropout"),
+        (["model.dropout=-0.1"], "model.dropout"),
+        (["data.tolerance=0"], "data.tolerance"),
+        (["data.tolerance=-0.5"], "data.tolerance"),
+        (["data.val_fraction=0"], "data.val_fraction"),
+        (["data.val_fraction=1"], "data.val_fraction"),
+        (["data.val_fraction=1.5"], "data.val_fraction"),
+        (["optimizer.lr=-1"], "optimizer.lr"),
+        (["optimizer.lr=nan"], "optimizer.lr"),
+        (["optimizer.lr=inf"], "optimizer.lr"),
+        (["optimizer.weight_decay=-1"], "optimizer.weight_decay"),
+        (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val"),
+        (["seed=-1"], "seed"),
+        (["seed=4294967296"], "seed"),
+        (["data.seed=-1"], "data.seed"),
+        (["data.monitor=train/loss"], "data.monitor"),
+        (["data.monitor_mode=up"], "data.monitor_mode"),
+        (["model.cell=transformer"], "model.cell"),
+        (["test_ckpt=first"], "test_ckpt"),
+        # Splits larger than the data.
+        (["data.num_sequences=1000"], "data.num_fit"),
+        (["data.num_fit=3000"], "data.num_fit"),
+        (["data.val_fraction=0.0001"], "data.val_fraction"),
+        (["data.val_fraction=0.9999"], "data.val_fraction"),
+        (["data.seq_len=1"], "data.seq_len"),
+        (["data.variant=paper_1997", "data.seq_len=10"], "data.seq_len"),
+        # Wrong types: strings, floats and bools for ints, ints for bools, lists, null.
+        (["model.hidden_size=abc"], "model.hidden_size"),
+        (["model.hidden_size=1.5"], "model.hidden_size"),
+        (["model.hidden_size=true"], "model.hidden_size"),
+        (["data.batch_size='32'"], "data.batch_size"),
+        (["model.num_layers=null"], "model.num_layers"),
+        (["model.dropout=[0.1]"], "model.dropout"),
+        (["model.bidirectional=1"], "model.bidirectional"),
+        (["optimizer.lr=fast"], "optimizer.lr"),
+        (["model.hidden_size=${nope}"], "model.hidden_size"),
     ],
 )
-def test_impossible_values_are_refused_naming_the_key(compose_cfg, override, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        check_config(compose_cfg(override))
+def test_impossible_values_are_refused_naming_the_key_and_fix(compose_cfg, overrides, key):
+    assert_refused(compose_cfg(*overrides), key)
 
 
 def test_cli_prints_the_composed_config():
@@ -72,12 +121,25 @@ def test_mnist_composes_with_its_classic_protocol(compose_cfg, model, mode, inpu
 
 
 @pytest.mark.parametrize(
-    ("override", "key"),
-    [("data.mode=spiral", "data.mode"), ("data.val_size=60000", "data.val_size")],
+    ("overrides", "key"),
+    [
+        (["data.mode=spiral"], "data.mode"),
+        (["data.val_size=60000"], "data.val_size"),
+        (["data.val_size=0"], "data.val_size"),
+        (["data.train_subset=0"], "data.train_subset"),
+        (["data.train_subset=55001"], "data.train_subset"),
+        (["data.val_size=50000", "data.train_subset=20000"], "data.train_subset"),
+        (["data.val_split=middle"], "data.val_split"),
+        (["data.permutation_seed=-1"], "data.permutation_seed"),
+        (["data.train_subset=1e3"], "data.train_subset"),
+    ],
 )
-def test_mnist_bad_values_are_refused(compose_cfg, override, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        check_config(compose_cfg("data=mnist", override))
+def test_mnist_bad_values_are_refused(compose_cfg, overrides, key):
+    assert_refused(compose_cfg("data=mnist", *overrides), key)
+
+
+def test_mnist_accepts_every_training_image_left_after_validation(compose_cfg):
+    check_config(compose_cfg("data=mnist", "data.train_subset=55000"))
 
 
 def test_cli_without_mnist_files_says_how_to_provide_them(tmp_path):
