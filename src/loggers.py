@@ -154,6 +154,25 @@ class WandbRunLogger(WandbLogger):
                 atomic_write_text(id_file, run_id)
         super().after_save_checkpoint(checkpoint_callback)
 
+    def _scan_and_log_checkpoints(self, checkpoint_callback: Any) -> None:
+        # Lightning tags as `best` whatever file a callback calls its best. For the callback
+        # without a monitor, which writes last.ckpt, that is last.ckpt, which, logged after
+        # best.ckpt, would take the alias from it: last.ckpt is logged as `latest` only.
+        if checkpoint_callback.monitor is not None:
+            super()._scan_and_log_checkpoints(checkpoint_callback)
+            return
+        import wandb
+
+        path = Path(checkpoint_callback.best_model_path or "")
+        if not path.is_file() or self._logged_model_time.get(str(path)) == path.stat().st_mtime:
+            return
+        self._checkpoint_name = self._checkpoint_name or f"model-{self.experiment.id}"
+        metadata = {"original_filename": path.name, "monitor": None}
+        artifact = wandb.Artifact(name=self._checkpoint_name, type="model", metadata=metadata)
+        artifact.add_file(str(path), name="model.ckpt", policy=self.add_file_policy)
+        self.experiment.log_artifact(artifact, aliases=["latest"])
+        self._logged_model_time[str(path)] = path.stat().st_mtime
+
 
 def _stored_run_id(run_dir: Path) -> str | None:
     id_file = run_dir / CHECKPOINT_DIRNAME / WANDB_RUN_ID_FILE
