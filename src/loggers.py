@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.image
-from hydra.utils import get_object, instantiate
+from hydra.utils import get_object
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -25,6 +25,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from src.checkpoints import CHECKPOINT_DIRNAME, ResumePoint
+from src.config_checks import ConfigError
+from src.instantiation import REFUSALS, instantiate_group, refusal_message
 from src.run_dir import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -40,8 +42,20 @@ def build_loggers(cfg: DictConfig, run_dir: Path, resume: ResumePoint | None) ->
             continue
         target = get_object(logger_cfg._target_)
         extra = {"resume_step": resume_step} if _takes(target, "resume_step") else {}
-        loggers.append(instantiate(logger_cfg, save_dir=str(run_dir), **extra))
+        logger = instantiate_group(logger_cfg, "logger", save_dir=str(run_dir), **extra)
+        if isinstance(logger, TensorBoardLogger):
+            _open_writer_now(logger)
+        loggers.append(logger)
     return loggers
+
+
+def _open_writer_now(logger: TensorBoardLogger) -> None:
+    """TensorBoard's writer takes the logger's extra options only when first used, in the
+    middle of fitting: open it here, so an option it refuses is a config error at start."""
+    try:
+        logger.experiment  # noqa: B018
+    except REFUSALS as error:
+        raise ConfigError(refusal_message("logger", error)) from None
 
 
 def _takes(target: Any, parameter: str) -> bool:

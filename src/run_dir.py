@@ -71,7 +71,26 @@ def create_run_dir(cfg: DictConfig, *, resuming: bool = False) -> Path:
     return run_dir
 
 
+# The run directories this process made (not Hydra, not the user): those it may take back.
+_MADE_HERE: set[Path] = set()
+
+
+def discard_if_made_here(run_dir: Path) -> None:
+    """Remove a run directory this process made, when the run is refused before it starts."""
+    if run_dir in _MADE_HERE:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        _MADE_HERE.discard(run_dir)
+
+
 def _make_run_dir(cfg: DictConfig, resuming: bool) -> Path:
+    run_dir = _choose_run_dir(cfg, resuming)
+    if not run_dir.exists():
+        run_dir.mkdir(parents=True)
+        _MADE_HERE.add(run_dir)
+    return run_dir
+
+
+def _choose_run_dir(cfg: DictConfig, resuming: bool) -> Path:
     if cfg.paths.run_dir:
         run_dir = Path(cfg.paths.run_dir)
         if not resuming and holds_a_run(run_dir):
@@ -80,10 +99,8 @@ def _make_run_dir(cfg: DictConfig, resuming: bool) -> Path:
                 f"Resume it with paths.run_dir={run_dir} ckpt_path=last, or choose another "
                 "paths.run_dir (or none, for a fresh directory under paths.output_dir/runs)."
             )
-        run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
     if (multirun_dir := _hydra_multirun_dir()) is not None:
-        multirun_dir.mkdir(parents=True, exist_ok=True)
         return multirun_dir
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     runs = Path(cfg.paths.output_dir) / "runs"
@@ -93,9 +110,10 @@ def _make_run_dir(cfg: DictConfig, resuming: bool) -> Path:
         run_dir = runs / f"{stamp}_{cfg.run_name}_{secrets.token_hex(3)}"
         try:
             run_dir.mkdir()
-            return run_dir
         except FileExistsError:
             continue
+        _MADE_HERE.add(run_dir)
+        return run_dir
 
 
 def holds_a_run(run_dir: Path) -> bool:

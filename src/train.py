@@ -34,7 +34,7 @@ from src.callbacks import BatchSeeding, DivergenceGuard, EpochTimer
 from src.checkpoint_io import AtomicCheckpointIO
 from src.checkpoints import CHECKPOINT_DIRNAME, ResumePoint, resume_point
 from src.cli_errors import exit_on_user_error
-from src.config_checks import check_config
+from src.config_checks import ConfigError, check_config
 from src.distributed import check_distributed, is_launch_rank_zero
 from src.graceful_stop import GracefulStop
 from src.instantiation import instantiate_group
@@ -42,7 +42,13 @@ from src.loggers import build_loggers, finish_loggers, log_images
 from src.models.module import SequenceModule
 from src.models.sequence_model import count_parameters
 from src.override_hints import run_main
-from src.run_dir import atomic_write_text, create_run_dir, remove_stale_temporaries, write_json
+from src.run_dir import (
+    atomic_write_text,
+    create_run_dir,
+    discard_if_made_here,
+    remove_stale_temporaries,
+    write_json,
+)
 from src.run_failures import exit_on_run_failure
 from src.run_plots import save_run_plots
 from src.sample_count import EvaluatedSamples
@@ -186,15 +192,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             remove_stale_temporaries(run_dir)
         log.info("resuming from %s (step %d)", resume.path, resume.global_step)
 
-    callbacks = build_callbacks(cfg, run_dir)
-    loggers = build_loggers(cfg, run_dir, resume)
-    trainer: L.Trainer = instantiate_group(
-        cfg.trainer,
-        "trainer",
-        callbacks=callbacks,
-        logger=loggers or False,
-        default_root_dir=str(run_dir),
-    )
+    try:
+        callbacks = build_callbacks(cfg, run_dir)
+        loggers = build_loggers(cfg, run_dir, resume)
+        trainer: L.Trainer = instantiate_group(
+            cfg.trainer,
+            "trainer",
+            callbacks=callbacks,
+            logger=loggers or False,
+            default_root_dir=str(run_dir),
+        )
+    except ConfigError:
+        discard_if_made_here(run_dir)  # refused before it started: leave nothing behind
+        raise
     trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     try:
         results = _fit_and_test(cfg, trainer, module, datamodule, resume, run_dir)

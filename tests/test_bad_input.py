@@ -118,8 +118,18 @@ def test_known_keys_and_options_need_no_explanation():
         (["+optimizer.betas=[2,3]"], "optimizer", "Invalid beta parameter at index 0: 2"),
         (["optimizer._target_=nope.Adam"], "optimizer", "No module named 'nope'"),
         (["+model.size=3"], "model", "unexpected keyword argument 'size'"),
+        (
+            ["logger=tensorboard", "+logger.tensorboard.foo=1"],
+            "logger",
+            "unexpected keyword argument 'foo'",
+        ),
+        (
+            ["callbacks=early_stopping", "callbacks.early_stopping.mode=sideways"],
+            "callbacks",
+            "`mode` can be min, max, got sideways",
+        ),
     ],
-    ids=["no-gpu", "precision", "betas", "target", "argument"],
+    ids=["no-gpu", "precision", "betas", "target", "argument", "logger", "callback"],
 )
 def test_a_library_refusal_names_the_group_the_reason_and_the_fix(tmp_path, args, group, reason):
     paths = [f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
@@ -129,6 +139,7 @@ def test_a_library_refusal_names_the_group_the_reason_and_the_fix(tmp_path, args
     assert line.startswith(f"seqlab: config error: {group}: the config was refused: ")
     assert reason in line and f"--cfg job --package {group}" in line
     assert "Traceback" not in done.stderr
+    assert not list((tmp_path / "runs").glob("*"))  # no run directory left behind
 
 
 @pytest.mark.parametrize(
