@@ -11,6 +11,8 @@ import torch
 
 from src.run_failures import TrainingDiverged
 
+EPOCH_ROW_KEY = "seqlab_epoch_row"
+
 
 class EpochTimer(L.Callback):
     """Seconds per training epoch, validation excluded, logged as `time/train_epoch_s`."""
@@ -58,6 +60,36 @@ class BatchSeeding(L.Callback):
         words = np.random.SeedSequence([self.seed, trainer.current_epoch, batch_idx])
         high, low = (int(word) for word in words.generate_state(2))
         torch.manual_seed(high << 32 | low)
+
+
+class EpochRowInCheckpoints(L.Callback):
+    """Puts the epoch's training metrics into the checkpoints written at the epoch's end.
+
+    Lightning writes those checkpoints a few milliseconds before it hands the same metrics to
+    the loggers. A run killed in between resumes from the new checkpoint but never logged the
+    epoch's row; a resumed CSV logger writes it from the checkpoint (src/loggers.py).
+    """
+
+    def __init__(self) -> None:
+        self._at_epoch_end = False
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._at_epoch_end = False
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Before the module's own epoch end logs the metrics, and before any checkpoint.
+        self._at_epoch_end = True
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if not self._at_epoch_end:
+            return
+        metrics = trainer.callback_metrics
+        row = {k: float(v) for k, v in metrics.items() if k.startswith(("train/", "time/"))}
+        # Lightning logs an epoch's metrics at the step of its last batch.
+        checkpoint[EPOCH_ROW_KEY] = {"epoch": trainer.current_epoch, **row}
+        checkpoint[EPOCH_ROW_KEY]["step"] = trainer.global_step - 1
 
 
 class DivergenceGuard(L.Callback):

@@ -190,6 +190,8 @@ class ResumePoint:
     global_step: int  # optimizer steps taken when the checkpoint was written
     config: DictConfig  # the resumed run's own config, with what a resume may change
     fallback_note: str | None = None  # why `path` is not the checkpoint asked for
+    # The training metrics of the epoch that ended with this checkpoint (src/callbacks.py).
+    epoch_row: dict[str, float] | None = None
 
 
 def _plain(value: Any) -> Any:
@@ -248,4 +250,5 @@ def resume_point(cfg: DictConfig, command_keys: list[str] | None) -> ResumePoint
     if not cfg.paths.run_dir and (run_dir := checkpoint_run_dir(path)) is not None:
         cfg.paths.run_dir = str(run_dir)
     config = resumed_config(cfg, saved, command_keys, path)
-    return ResumePoint(path, int(checkpoint.get("global_step", 0)), config, note)
+    step = int(checkpoint.get("global_step", 0))
+    return ResumePoint(path, step, config, note, checkpoint.get("seqlab_epoch_row"))

@@ -35,13 +35,16 @@ WANDB_RUN_ID_FILE = "wandb_run_id"
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, resume: ResumePoint | None) -> list[Logger]:
-    resume_step = resume.global_step if resume is not None else None
+    resumed = {
+        "resume_step": resume.global_step if resume is not None else None,
+        "resume_row": resume.epoch_row if resume is not None else None,
+    }
     loggers = []
     for logger_cfg in (cfg.get("logger") or {}).values():
         if logger_cfg is None:
             continue
         target = get_object(logger_cfg._target_)
-        extra = {"resume_step": resume_step} if _takes(target, "resume_step") else {}
+        extra = {key: value for key, value in resumed.items() if _takes(target, key)}
         logger = instantiate_group(logger_cfg, "logger", save_dir=str(run_dir), **extra)
         if isinstance(logger, TensorBoardLogger):
             _open_writer_now(logger)
@@ -92,9 +95,16 @@ class RunCSVLogger(CSVLogger):
     """Lightning's CSVLogger, except that a resumed run keeps the rows logged before its
     checkpoint (Lightning's deletes the file) and drops those of the epochs it repeats."""
 
-    def __init__(self, save_dir: str, resume_step: int | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        save_dir: str,
+        resume_step: int | None = None,
+        resume_row: dict[str, float] | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(save_dir, **options)
         self._resume_step = resume_step
+        self._resume_row = resume_row
 
     @property
     @rank_zero_experiment
@@ -104,6 +114,8 @@ class RunCSVLogger(CSVLogger):
         metrics_csv = Path(self.log_dir) / "metrics.csv"
         resumed = self._resume_step is not None and metrics_csv.is_file()
         kept = _rows_before(metrics_csv, self._resume_step) if resumed else []  # type: ignore[arg-type]
+        if self._resume_row is not None and not _has_row(kept, self._resume_row):
+            kept.append(dict(self._resume_row))  # killed before Lightning logged it
         self._experiment = _AtomicCSVWriter(log_dir=self.log_dir)
         for row in kept:
             self._experiment.log_metrics(row, step=int(row.pop("step")))  # type: ignore[arg-type]
@@ -118,6 +130,13 @@ def _rows_before(metrics_csv: Path, step: int) -> list[dict[str, str]]:
             {name: value for name, value in row.items() if value} for row in csv.DictReader(handle)
         ]
     return [row for row in rows if int(row.get("step", step)) < step]
+
+
+def _has_row(rows: list[dict[str, Any]], row: dict[str, Any]) -> bool:
+    return any(
+        r.get("step") is not None and int(r["step"]) == row["step"] and row.keys() <= r.keys()
+        for r in rows
+    )
 
 
 class WandbRunLogger(WandbLogger):

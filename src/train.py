@@ -30,7 +30,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from src.callbacks import BatchSeeding, DivergenceGuard, EpochTimer
+from src.callbacks import BatchSeeding, DivergenceGuard, EpochRowInCheckpoints, EpochTimer
 from src.checkpoint_io import AtomicCheckpointIO
 from src.checkpoints import CHECKPOINT_DIRNAME, ResumePoint, resume_point
 from src.cli_errors import exit_on_user_error
@@ -113,6 +113,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
         EpochTimer(),
         BatchSeeding(cfg.seed),
         EvaluatedSamples(),
+        EpochRowInCheckpoints(),
         # The guard first: a stop on a signal must never save a diverged model.
         DivergenceGuard(),
         GracefulStop(run_dir / CHECKPOINT_DIRNAME / "last.ckpt", resume_command),

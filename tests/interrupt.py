@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import Checkpoint
 
 
 class Interrupted(RuntimeError):
@@ -61,3 +63,16 @@ class SetLearningRate(L.Callback):
             for optimizer in trainer.optimizers:
                 for group in optimizer.param_groups:
                     group["lr"] = self.lr
+
+
+class KillAfterEpochCheckpoints(Checkpoint):
+    """SIGKILL this process right after the checkpoints of epoch `epoch` are written and before
+    Lightning logs that epoch's training metrics: as a Checkpoint, Lightning runs it after the
+    ModelCheckpoints. Only in a fresh fit, like SignalAtBatch."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is None and trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGKILL)

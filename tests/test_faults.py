@@ -104,7 +104,7 @@ def test_a_signal_mid_epoch_saves_a_checkpoint_that_resumes_to_the_same_end(
 
 
 def epoch_logged(run_dir: Path, epoch: int) -> bool:
-    """Whether the epoch's training row is in metrics.csv (written after its checkpoints)."""
+    """Whether the epoch's training row is in metrics.csv (logged after its checkpoints)."""
     metrics_csv = run_dir / "csv" / "metrics.csv"
     if not metrics_csv.is_file():
         return False
@@ -123,10 +123,11 @@ def test_a_run_killed_from_outside_resumes_to_the_same_end(tmp_path, reference, 
         stderr=subprocess.PIPE,
         text=True,
     )
+    last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
-    while not epoch_logged(run_dir, 0) and process.poll() is None and time.monotonic() < deadline:
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    process.send_signal(signum)  # at once after epoch 0's checkpoints and row: in epoch 1
+    process.send_signal(signum)  # at once after epoch 0's checkpoints: early in epoch 1
     _, stderr = process.communicate(timeout=120)
     assert process.returncode in (-signal.SIGKILL, 128 + signal.SIGTERM), stderr[-3000:]
     assert not (run_dir / "metrics.json").exists()  # it did stop before the end
@@ -135,6 +136,21 @@ def test_a_run_killed_from_outside_resumes_to_the_same_end(tmp_path, reference, 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_ends_like(run_dir, reference)
     assert not list(run_dir.rglob(".*.tmp"))  # a write cut off by the kill leaves nothing
+
+
+def test_a_kill_between_an_epochs_checkpoint_and_its_log_row_loses_no_row(tmp_path, reference):
+    run_dir = tmp_path / "run"
+    kill_after_checkpoints = [
+        "+callbacks.kill._target_=tests.interrupt.KillAfterEpochCheckpoints",
+        "+callbacks.kill.epoch=0",
+    ]
+    killed = train_cli(run_dir, *kill_after_checkpoints)
+    assert killed.returncode == -signal.SIGKILL
+    assert not epoch_logged(run_dir, 0)  # the kill came before the epoch's training row
+
+    resumed = resume_cli(run_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_ends_like(run_dir, reference)
 
 
 def truncate(path: Path) -> None:
