@@ -36,18 +36,18 @@ class SignalAtBatch(L.Callback):
     the handlers installed for it run exactly as for a signal from outside, at a known point.
     Only in a fresh fit: the resumed run, whose config holds this callback too, goes on."""
 
-    def __init__(self, epoch: int, batch: int, signum: int) -> None:
+    def __init__(self, epoch: int, batch: int, signum: int, rank: int | None = None) -> None:
         self.epoch = epoch
         self.batch = batch
         self.signum = signum
+        self.rank = rank  # under DDP: signal only this rank (None: every rank)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if trainer.ckpt_path is None and (trainer.current_epoch, batch_idx) == (
-            self.epoch,
-            self.batch,
-        ):
+        here = (trainer.current_epoch, batch_idx) == (self.epoch, self.batch)
+        this_rank = self.rank is None or trainer.global_rank == self.rank
+        if trainer.ckpt_path is None and here and this_rank:
             os.kill(os.getpid(), self.signum)
 
 

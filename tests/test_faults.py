@@ -113,6 +113,33 @@ def epoch_logged(run_dir: Path, epoch: int) -> bool:
     )
 
 
+def test_a_signal_to_rank_zero_stops_every_ddp_rank_at_one_batch_and_resumes_exactly(tmp_path):
+    ddp = ["trainer=ddp_cpu", "num_threads=1"]
+    reference, run_dir = tmp_path / "reference", tmp_path / "run"
+    assert train_cli(reference, *ddp).returncode == 0
+    stopped = train_cli(
+        run_dir,
+        *ddp,
+        *signal_at(epoch=1, batch=5, signum=signal.SIGTERM),
+        "+callbacks.signal.rank=0",
+    )
+
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    # Both ranks stop after the same batch, though only rank 0 got the signal.
+    assert stopped.stderr.count("stopped by SIGTERM after epoch 1, batch 5") == 2
+    resumed = resume_cli(run_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert results(run_dir) == results(reference)
+    # The sums of both ranks were saved, so even the interrupted epoch's row matches, to
+    # float32 rounding: the resumed sum adds the same numbers in another order.
+    for row, expected in zip(csv_rows(run_dir), csv_rows(reference), strict=True):
+        assert row.keys() == expected.keys()
+        for key, value in expected.items():
+            assert float(row[key] or "nan") == pytest.approx(
+                float(value or "nan"), rel=1e-6, nan_ok=True
+            ), key
+
+
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_a_run_killed_from_outside_resumes_to_the_same_end(tmp_path, reference, signum):
     run_dir = tmp_path / "run"

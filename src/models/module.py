@@ -8,6 +8,7 @@ accumulate on the device and synchronise across ranks once per epoch.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any, Literal
 
 import lightning as L
@@ -20,6 +21,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from src.metrics import ToleranceAccuracy
 
 Task = Literal["regression", "classification"]
+# The state of the training epoch's metric sums (persistent: saved in checkpoints).
+TRAINING_SUMS = ("train_metrics.", "train_loss.")
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
@@ -141,10 +144,22 @@ class SequenceModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["seqlab_config"] = self.run_config
+        # Under DDP each rank holds its own share of the epoch's sums; the checkpoint gets their
+        # total (a no-op in one process), which rank 0 alone takes back on resume.
+        with ExitStack() as synced:
+            for metric in (self.train_loss, *self.train_metrics.values()):
+                synced.enter_context(metric.sync_context())
+            totals = self.state_dict()
+        state = checkpoint["state_dict"]
+        for name in state:
+            if name.startswith(TRAINING_SUMS):
+                state[name] = totals[name]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Checkpoints from before the training sums were saved: start those sums empty.
+        # Ranks > 0 start the epoch's sums empty: rank 0 holds the total. So do checkpoints from
+        # before the sums were saved.
+        other_rank = self._trainer is not None and self._trainer.global_rank > 0
         state = checkpoint.get("state_dict", {})
-        for name, value in self.state_dict().items():
-            if name.startswith(("train_metrics.", "train_loss.")):
-                state.setdefault(name, value)
+        for name, empty in self.state_dict().items():
+            if name.startswith(TRAINING_SUMS) and (other_rank or name not in state):
+                state[name] = empty
