@@ -41,6 +41,13 @@ class EvaluatedSamples(L.Callback):
         if not trainer.sanity_checking:
             self.val_samples = total
 
+    def state_dict(self) -> dict[str, Any]:
+        # A run resumed after its last epoch validates no more: it reports the saved count.
+        return {"val_samples": self.val_samples}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.val_samples = state_dict.get("val_samples")
+
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._seen = 0
 

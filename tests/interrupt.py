@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -76,3 +77,24 @@ class KillAfterEpochCheckpoints(Checkpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.ckpt_path is None and trainer.current_epoch == self.epoch:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SignalAtTestBatch(L.Callback):
+    """Send this process a real signal at the first test batch, after training has ended; once,
+    as `marker` records (the resumed run's config holds this callback too)."""
+
+    def __init__(self, signum: int, marker: str) -> None:
+        self.signum = signum
+        self.marker = Path(marker)
+
+    def on_test_batch_start(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if batch_idx == 0 and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), self.signum)

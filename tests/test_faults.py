@@ -180,6 +180,23 @@ def test_a_kill_between_an_epochs_checkpoint_and_its_log_row_loses_no_row(tmp_pa
     assert_ends_like(run_dir, reference)
 
 
+def test_a_sigterm_while_testing_exits_non_zero_and_a_resume_tests(tmp_path, reference):
+    run_dir = tmp_path / "run"
+    signal_when_testing = [
+        "+callbacks.signal._target_=tests.interrupt.SignalAtTestBatch",
+        f"+callbacks.signal.signum={int(signal.SIGTERM)}",
+        f"+callbacks.signal.marker={tmp_path / 'signalled'}",
+    ]
+    stopped = train_cli(run_dir, *signal_when_testing)
+    assert stopped.returncode == 143  # Lightning's own handling would exit 0
+    assert "stopped by SIGTERM after training" in stopped.stderr
+    assert not (run_dir / "metrics.json").exists()
+
+    resumed = resume_cli(run_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert results(run_dir) == results(reference)
+
+
 def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
