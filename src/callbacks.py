@@ -9,9 +9,8 @@ import lightning as L
 import numpy as np
 import torch
 
+from src.checkpoints import EPOCH_ROW_KEY
 from src.run_failures import TrainingDiverged
-
-EPOCH_ROW_KEY = "seqlab_epoch_row"
 
 
 class EpochTimer(L.Callback):
@@ -86,10 +85,12 @@ class EpochRowInCheckpoints(L.Callback):
         if not self._at_epoch_end:
             return
         metrics = trainer.callback_metrics
-        row = {k: float(v) for k, v in metrics.items() if k.startswith(("train/", "time/"))}
-        # Lightning logs an epoch's metrics at the step of its last batch.
-        checkpoint[EPOCH_ROW_KEY] = {"epoch": trainer.current_epoch, **row}
-        checkpoint[EPOCH_ROW_KEY]["step"] = trainer.global_step - 1
+        checkpoint[EPOCH_ROW_KEY] = {
+            "epoch": trainer.current_epoch,
+            **{k: float(v) for k, v in metrics.items() if k.startswith(("train/", "time/"))},
+            # Lightning logs an epoch's metrics at the step of its last batch.
+            "step": trainer.global_step - 1,
+        }
 
 
 class DivergenceGuard(L.Callback):

@@ -21,6 +21,8 @@ from src.config_checks import ConfigError
 
 CHECKPOINT_DIRNAME = "checkpoints"
 CHECKPOINT_ALIASES = ("best", "last")
+# The training metrics of the epoch a checkpoint ends (src/callbacks.py, EpochRowInCheckpoints).
+EPOCH_ROW_KEY = "seqlab_epoch_row"
 # What must agree between a checkpoint's run and the run that loads it: the task and the shape
 # of every weight.
 ARCHITECTURE_KEYS = (
@@ -190,7 +192,6 @@ class ResumePoint:
     global_step: int  # optimizer steps taken when the checkpoint was written
     config: DictConfig  # the resumed run's own config, with what a resume may change
     fallback_note: str | None = None  # why `path` is not the checkpoint asked for
-    # The training metrics of the epoch that ended with this checkpoint (src/callbacks.py).
     epoch_row: dict[str, float] | None = None
 
 
@@ -251,4 +252,4 @@ def resume_point(cfg: DictConfig, command_keys: list[str] | None) -> ResumePoint
         cfg.paths.run_dir = str(run_dir)
     config = resumed_config(cfg, saved, command_keys, path)
     step = int(checkpoint.get("global_step", 0))
-    return ResumePoint(path, step, config, note, checkpoint.get("seqlab_epoch_row"))
+    return ResumePoint(path, step, config, note, checkpoint.get(EPOCH_ROW_KEY))

@@ -25,7 +25,8 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from src.instantiation import CONF_DIR
+
 PREFIX = "seqlab: config error: "
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -16,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
-from src.run_dir import publish
+from src.run_dir import atomic_write_bytes
 
 SPLITS = ("train", "val")
 # Metrics that shrink over orders of magnitude read better on a log axis.
@@ -24,17 +23,12 @@ LOG_SCALE_METRICS = ("loss", "mse", "mae")
 
 
 def save_figure(figure: Figure, path: Path, dpi: int = 120) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
+    image = io.BytesIO()
     try:
-        figure.savefig(tmp, dpi=dpi)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        figure.savefig(image, format=path.suffix.lstrip(".") or "png", dpi=dpi)
     finally:
         plt.close(figure)
+    atomic_write_bytes(path, image.getbuffer())
     return path
 
 

@@ -9,9 +9,8 @@ it; one made for another key is rebuilt quietly.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from src.run_dir import publish
+from src.run_dir import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +84,12 @@ def save_cache(path: Path, key: Mapping[str, Any], tensors: Mapping[str, Tensor]
         "sha256": tensors_sha256(tensors),
         "tensors": dict(tensors),
     }
-    tmp: str | None = None
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        publish(tmp, path)
+        atomic_write_bytes(path, buffer.getbuffer())
     except OSError as e:
         raise CacheError(
             f"cannot write the data cache {path} ({e}); make {path.parent} writable, "
             f"or remove {path} if it is in the way, and run again"
         ) from e
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
