@@ -1,269 +1,53 @@
-"""Train and test one recurrent model on one task, configured by Hydra (conf/train.yaml).
+"""Train and test one recurrent model on one task: `python -m src.train` (or `seqlab-train`).
 
     python -m src.train                                    # GRU, multiplication, classic protocol
     python -m src.train model=lstm data=multiply seed=3 trainer.max_epochs=20
     python -m src.train model=rnn model.hidden_size=64 model.num_layers=3
     python -m src.train model=gru data=mnist               # sequential MNIST, rows
+    python -m src.train profile=quick                      # 2 short epochs: does it all run?
     python -m src.train -m model=rnn,lstm,gru seed=1,2,3   # a sweep, one job per combination
+    python -m src.train paths.run_dir=<run dir> ckpt_path=last   # resume an interrupted run
     python -m src.train --cfg job                          # print the composed config
 
-Each run writes to its own directory: config.yaml, train.log, csv/metrics.csv (per epoch),
-checkpoints/{best,last}.ckpt, metrics.json (final test metrics), plots (learning curves; the
-multiplication problem: predictions.png; MNIST: confusion_matrix.{csv,png}, misclassified.png)
-and the files of the other loggers chosen (conf/logger).
+Each run writes to its own directory: config.yaml, train.log, csv/metrics.csv, checkpoints/
+{best,last}.ckpt, metrics.json and plots. The config (conf/train.yaml) is composed and checked
+before torch or Lightning is imported, so a mistake is answered at once.
 
-    python -m src.train paths.run_dir=<run dir> ckpt_path=last   # resume an interrupted run
+Where the code is: src/data (tasks, batches) -> src/models (nn.Module, LightningModule) ->
+src/training (the run, callbacks, checkpoints, resume, signals) -> src/tracking (run directory,
+loggers, plots); src/config checks the config and explains mistakes.
 """
 
 from __future__ import annotations
 
-import logging
-import statistics
-import sys
-from pathlib import Path
-from typing import Any
-
 import hydra
-import lightning as L
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from src.callbacks import BatchSeeding, DivergenceGuard, EpochRowInCheckpoints, EpochTimer
-from src.checkpoint_io import AtomicCheckpointIO
-from src.checkpoints import CHECKPOINT_DIRNAME, ResumePoint, resume_point
-from src.cli_errors import exit_on_user_error
-from src.config_checks import ConfigError, check_config
-from src.distributed import check_distributed, is_launch_rank_zero
-from src.graceful_stop import GracefulStop
-from src.instantiation import instantiate_group
-from src.loggers import build_loggers, finish_loggers, log_images
-from src.models.module import SequenceModule
-from src.models.sequence_model import count_parameters
-from src.override_hints import run_main
-from src.run_dir import (
-    atomic_write_text,
-    create_run_dir,
-    discard_if_made_here,
-    remove_stale_temporaries,
-    write_json,
-)
-from src.run_failures import exit_on_run_failure
-from src.run_plots import save_run_plots
-from src.sample_count import EvaluatedSamples
-from src.sweep_checks import check_sweep
-from src.threads import configure_threads
-
-log = logging.getLogger("seqlab")
+from src.config import CONF_DIR
+from src.config.checks import check_config
+from src.config.cli import run_main
+from src.config.errors import exit_on_user_error
 
 
-def setup_logging(run_dir: Path | None) -> None:
-    """Log to stdout and, given a run directory, to its train.log."""
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    for handler in list(root.handlers):
-        if getattr(handler, "seqlab", False):
-            root.removeHandler(handler)
-            handler.close()
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
-    if run_dir is not None:
-        handlers.append(logging.FileHandler(run_dir / "train.log"))
-    for handler in handlers:
-        handler.seqlab = True  # type: ignore[attr-defined]
-        handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s] %(message)s", "%H:%M:%S"))
-        root.addHandler(handler)
-
-
-def save_config(cfg: DictConfig, run_dir: Path, *, with_overrides: bool = True) -> None:
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    if with_overrides and HydraConfig.initialized():
-        overrides = list(HydraConfig.get().overrides.task)
-        atomic_write_text(run_dir / "overrides.yaml", OmegaConf.to_yaml(overrides))
-
-
-def command_line_keys() -> list[str] | None:
-    """The config keys and groups set on the command line of this Hydra job (None: no job)."""
-    if not HydraConfig.initialized():
-        return None
-    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
-    return [override.key_or_group for override in overrides]
-
-
-def build_module(cfg: DictConfig) -> SequenceModule:
-    scheduler = instantiate_group(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
-    module = SequenceModule(
-        instantiate_group(cfg.model, "model"),
-        task=cfg.data.task,
-        optimizer=instantiate_group(cfg.optimizer, "optimizer"),
-        scheduler=scheduler,
-        monitor=cfg.data.monitor,
-        tolerance=cfg.data.get("tolerance"),
-        num_classes=cfg.data.get("num_classes"),
-    )
-    module.run_config = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    # As hyperparameters, the config reaches every logger (W&B config, TensorBoard hparams, ...).
-    module.save_hyperparameters(module.run_config)
-    return module
-
-
-def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
-    resume_command = f"python -m src.train paths.run_dir={run_dir} ckpt_path=last"
-    callbacks: list[L.Callback] = [
-        EpochTimer(),
-        BatchSeeding(cfg.seed),
-        EvaluatedSamples(),
-        EpochRowInCheckpoints(),
-        # The guard first: a stop on a signal must never save a diverged model.
-        DivergenceGuard(),
-        GracefulStop(run_dir / CHECKPOINT_DIRNAME / "last.ckpt", resume_command),
-    ]
-    for callback_cfg in (cfg.get("callbacks") or {}).values():
-        if callback_cfg is None:
-            continue
-        if "ProgressBar" in callback_cfg._target_ and not cfg.trainer.enable_progress_bar:
-            continue
-        if callback_cfg._target_.endswith("ModelCheckpoint"):
-            callbacks.append(
-                instantiate_group(
-                    callback_cfg, "callbacks", dirpath=str(run_dir / CHECKPOINT_DIRNAME)
-                )
-            )
-        else:
-            callbacks.append(instantiate_group(callback_cfg, "callbacks"))
-    return callbacks
-
-
-def _checkpoint_callback(trainer: L.Trainer, monitor: str | None) -> ModelCheckpoint | None:
-    """The ModelCheckpoint of `monitor` (data.monitor: best.ckpt; None: last.ckpt)."""
-    return next((c for c in trainer.checkpoint_callbacks if c.monitor == monitor), None)  # type: ignore[union-attr]
-
-
-def _test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
-    monitor = cfg.data.monitor if cfg.test_ckpt == "best" else None
-    checkpoint = _checkpoint_callback(trainer, monitor)
-    if checkpoint is None or trainer.fast_dev_run:
-        return None
-    path = checkpoint.best_model_path
-    if not path:
-        log.warning("no %s checkpoint was saved; testing the final weights", cfg.test_ckpt)
-        return None
-    return path
-
-
-def print_summary(cfg: DictConfig, results: dict[str, Any], run_dir: Path) -> None:
-    lines = [
-        f"seqlab: {cfg.model.cell} on {cfg.data.name}, {results['num_params']:,} parameters, "
-        f"{results['epochs']} epochs, {results['train_epoch_seconds']:.2f} s per training epoch",
-    ]
-    for key in sorted(k for k in results if k.startswith("test/")):
-        lines.append(f"  {key:<28} {results[key]:.6g}")
-    lines.append(f"  {'run directory':<28} {run_dir}")
-    lines.append(f"  {'tested checkpoint':<28} {results['test_checkpoint'] or '(final weights)'}")
-    print("\n".join(lines), flush=True)
-
-
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, test, write metrics.json; return the results (also what sweepers read)."""
-    check_config(cfg)
-    resume = resume_point(cfg, command_line_keys())
-    if resume is not None:
-        cfg = resume.config  # the run as it was, with what a resume may change
-    check_sweep(cfg)
-    check_distributed(cfg)
-    threads = configure_threads(cfg.get("num_threads"))
-    L.seed_everything(cfg.seed, workers=True)
-    # Built before the run directory, so a config a library refuses leaves no directory behind.
-    datamodule = instantiate_group(cfg.data, "data", shuffle_seed=cfg.seed)
-    module = build_module(cfg)
-
-    run_dir = create_run_dir(cfg, resuming=resume is not None)
-    # Under DDP only global rank 0 writes files; the other ranks log to stdout.
-    writes_files = is_launch_rank_zero()
-    setup_logging(run_dir if writes_files else None)
-    if writes_files:
-        # A resumed run keeps the overrides.yaml of the command that started it.
-        save_config(cfg, run_dir, with_overrides=resume is None)
-    writer = "" if writes_files else "; a rank > 0, which writes nothing"
-    log.info("run directory: %s (%d torch threads%s)", run_dir, threads, writer)
-    if resume is not None:
-        if resume.fallback_note:
-            log.warning(resume.fallback_note)
-        if writes_files:
-            remove_stale_temporaries(run_dir)
-        log.info("resuming from %s (step %d)", resume.path, resume.global_step)
-
-    try:
-        callbacks = build_callbacks(cfg, run_dir)
-        loggers = build_loggers(cfg, run_dir, resume)
-        trainer: L.Trainer = instantiate_group(
-            cfg.trainer,
-            "trainer",
-            callbacks=callbacks,
-            logger=loggers or False,
-            default_root_dir=str(run_dir),
-        )
-    except ConfigError:
-        discard_if_made_here(run_dir)  # refused before it started: leave nothing behind
-        raise
-    trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-    try:
-        results = _fit_and_test(cfg, trainer, module, datamodule, resume, run_dir)
-    except BaseException:
-        finish_loggers(loggers, failed=True)
-        raise
-    finish_loggers(loggers, failed=False)
-    return results
-
-
-def _fit_and_test(
-    cfg: DictConfig,
-    trainer: L.Trainer,
-    module: SequenceModule,
-    datamodule: L.LightningDataModule,
-    resume: ResumePoint | None,
-    run_dir: Path,
-) -> dict[str, Any]:
-    ckpt_path = resume.path if resume is not None else None
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-
-    test_checkpoint = _test_checkpoint(cfg, trainer)
-    test_metrics = trainer.test(
-        module, datamodule=datamodule, ckpt_path=test_checkpoint, weights_only=True
-    )[0]
-
-    timer = next(c for c in trainer.callbacks if isinstance(c, EpochTimer))
-    evaluated = next(c for c in trainer.callbacks if isinstance(c, EvaluatedSamples))
-    checkpoint = _checkpoint_callback(trainer, cfg.data.monitor)
-    best_score = checkpoint.best_model_score if checkpoint is not None else None
-    results: dict[str, Any] = {
-        **{key: float(value) for key, value in test_metrics.items()},
-        f"best_{cfg.data.monitor}": float(best_score) if best_score is not None else None,
-        "num_params": count_parameters(module.net),
-        "epochs": trainer.current_epoch,
-        "train_epoch_seconds": statistics.median(timer.train_epoch_seconds or [float("nan")]),
-        "test_checkpoint": test_checkpoint,
-        "val_samples": evaluated.val_samples,
-        "test_samples": evaluated.test_samples,
-    }
-    # On every rank: compute() gathers the counts of all ranks, a collective.
-    confusion = module.test_confusion.compute() if module.test_confusion is not None else None
-    if trainer.is_global_zero:
-        plots = save_run_plots(cfg, module, datamodule, trainer.loggers, run_dir, confusion)
-        log_images(trainer.loggers, plots)
-        write_json(run_dir / "metrics.json", results)
-        print_summary(cfg, results, run_dir)
-    return results
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with exit_on_user_error(), exit_on_run_failure():
-        results = train(cfg)
+    with exit_on_user_error():
+        check_config(cfg)
+        # Only a run that trains pays for Lightning's import.
+        from src.training.failures import exit_on_run_failure
+        from src.training.run import train
+
+        with exit_on_run_failure():
+            results = train(cfg)
     metric = cfg.get("optimized_metric")
     value = results.get(f"best_{metric}", results.get(metric))
     return float(value) if value is not None else None
 
 
+def cli() -> None:
+    """The console script `seqlab-train`, which Hydra's shell completion can call."""
+    run_main(main, "src.train", "train", __doc__ or "")
+
+
 if __name__ == "__main__":
-    run_main(main, "train")
+    cli()

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 TINY = ["data.seq_len=10", "data.num_sequences=300", "data.num_fit=250", "num_threads=1"]
@@ -16,6 +18,7 @@ def run_benchmark(*args: str) -> list[str]:
     return result.stdout.splitlines()
 
 
+@pytest.mark.slow
 def test_epoch_time_compares_the_pipeline_with_the_plain_loop():
     lines = run_benchmark("benchmarks.epoch_time", "--case=multiply", "--epochs=1", *TINY)
     rows = [line.split() for line in lines if line.startswith("multiply")]
@@ -28,6 +31,7 @@ def test_epoch_time_compares_the_pipeline_with_the_plain_loop():
     assert all(s > 0 for s in seconds) and ratios[0] == 1.0
 
 
+@pytest.mark.slow
 def test_recurrence_benchmark_covers_every_cell():
     lines = run_benchmark("benchmarks.recurrence", "--threads=1", "--repeats=1")
     cells = {line.split()[1] for line in lines if line.startswith(("multiplication", "mnist"))}

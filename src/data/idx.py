@@ -10,6 +10,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from src.config.errors import DataError
+
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_DECOMPRESSED_BYTES = 128 * 1024 * 1024
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
@@ -17,7 +19,7 @@ _CHUNK = 1 << 20
 _UINT8 = 0x08
 
 
-class IDXError(ValueError):
+class IDXError(DataError, ValueError):
     """An invalid or unsupported IDX file; the message names the file and the problem."""
 
 

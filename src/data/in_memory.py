@@ -17,7 +17,22 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from src.distributed import per_rank_batch_size
+from src.config.errors import ConfigError
+
+
+def check_batch_size(batch_size: int, world_size: int) -> None:
+    if batch_size % world_size:
+        raise ConfigError(
+            f"data.batch_size={batch_size} is the global batch of all {world_size} processes and "
+            f"must divide by {world_size}: use a multiple of {world_size}, or change "
+            "trainer.devices / trainer.num_nodes."
+        )
+
+
+def per_rank_batch_size(batch_size: int, world_size: int) -> int:
+    """`data.batch_size` is global: each of the `world_size` ranks takes its share."""
+    check_batch_size(batch_size, world_size)
+    return batch_size // world_size
 
 
 class TensorBatchSampler(Sampler[Tensor]):

@@ -17,12 +17,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from src.config.checks import MNIST_MODES
 from src.data.idx import load_images, load_labels
 from src.data.in_memory import InMemoryDataModule, TensorDictDataset
 from src.data.mnist_files import MNIST_SHA256, fetch_mnist
 from src.data.tensor_cache import load_cache, save_cache
 
-MODES = ("row", "pixel", "permuted")
+MODES = MNIST_MODES
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),

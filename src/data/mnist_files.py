@@ -1,4 +1,10 @@
-"""Fetching the four MNIST IDX files from a local mirror or HTTP mirrors, verified by checksum."""
+"""Fetching the four MNIST IDX files from a local mirror or HTTP mirrors, verified by checksum.
+
+Kept rather than `torchvision.datasets.MNIST`: torchvision checks the MD5 of the compressed
+files, so a mirror that recompresses them fails; it serves a local directory only by patching
+its class's mirror list; and its wheels pin one exact torch version, which would fight the
+platform's own torch build.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
+from src.config.errors import DataError
 from src.data.idx import GZIP_MAGIC, MAX_DECOMPRESSED_BYTES, IDXError, iter_gunzip
 
 logger = logging.getLogger(__name__)
@@ -46,7 +53,7 @@ _PART_SUFFIX = ".part"
 STALE_PART_SECONDS = 3600
 
 
-class MNISTFetchError(RuntimeError):
+class MNISTFetchError(DataError):
     """No source yielded a verified copy of an MNIST file."""
 
 

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from src.config.checks import MULTIPLY_VARIANTS
 from src.data.in_memory import InMemoryDataModule, TensorDictDataset
 from src.data.tensor_cache import load_cache, save_cache
 
-VARIANTS = ("classic", "paper_1997")
+VARIANTS = MULTIPLY_VARIANTS
 
 
 @dataclass(frozen=True)

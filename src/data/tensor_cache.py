@@ -4,6 +4,10 @@ A cache holds the tensors, the key they were made for (parameters, or the digest
 files) and a sha256 of the tensors' bytes. A file that is unreadable, of another layout or
 fails its checksum is reported with a warning and treated as missing, so the caller rebuilds
 it; one made for another key is rebuilt quietly.
+
+The checksum stays although DVC hashes the stage outputs: DVC checks them only when it runs
+(`dvc repro`, `dvc status`), while `python -m src.train` reads the cache directly, and a damaged
+file there would otherwise train on garbage.
 """
 
 from __future__ import annotations
@@ -18,14 +22,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from src.run_dir import atomic_write_bytes
+from src.atomic import atomic_write_bytes
+from src.config.errors import DataError
 
 log = logging.getLogger(__name__)
 
 FORMAT = "seqlab-tensor-cache-1"
 
 
-class CacheError(RuntimeError):
+class CacheError(DataError):
     """A cache file that cannot be written; the message says where and how to fix it."""
 
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from src.metrics import ToleranceAccuracy
+from src.models.metrics import ToleranceAccuracy
 
 Task = Literal["regression", "classification"]
 # The state of the training epoch's metric sums (persistent: saved in checkpoints).
@@ -72,9 +72,6 @@ class SequenceModule(L.LightningModule):
         self.test_confusion = (
             MulticlassConfusionMatrix(num_classes) if task == "classification" else None
         )
-        # The composed run config, stored in every checkpoint so a run can be evaluated or
-        # resumed from the checkpoint alone; set by the training script.
-        self.run_config: dict[str, Any] = {}
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         return self.net(x, lengths)
@@ -143,7 +140,6 @@ class SequenceModule(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["seqlab_config"] = self.run_config
         # Under DDP each rank holds its own share of the epoch's sums; the checkpoint gets their
         # total (a no-op in one process), which rank 0 alone takes back on resume.
         with ExitStack() as synced:

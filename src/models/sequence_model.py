@@ -11,11 +11,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from src.config.checks import CELLS as CELL_NAMES
+from src.config.checks import IMPLEMENTATIONS, INITS
+
 Cell = Literal["rnn", "lstm", "gru"]
-CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+CELLS: dict[str, type[nn.RNNBase]] = dict(zip(CELL_NAMES, (nn.RNN, nn.LSTM, nn.GRU), strict=True))
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-INITS = ("keras", "torch")
-IMPLEMENTATIONS = ("torch", "fused")
 
 
 class SequenceModel(nn.Module):

@@ -6,34 +6,47 @@ import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from torch import Tensor
 
+from src.atomic import atomic_write_text
+from src.models.inference import predict_split
 from src.report.figures import learning_curves, predictions_vs_targets
 from src.report.markdown import results_markdown
-from src.report.predict import test_predictions
 from src.report.runs import MissingRunError, load_study
-from src.run_dir import atomic_write_text
+from src.training.restore import restore_checkpoint
 
 PARAMS_FILE = Path("params.yaml")
+STUDY_FILE = Path("conf/study.yaml")
 REPORT_DIR = Path("reports")
 
 
-def write_report(params_file: Path = PARAMS_FILE, report_dir: Path = REPORT_DIR) -> Path:
-    params = OmegaConf.to_container(OmegaConf.load(params_file))
-    assert isinstance(params, dict)
-    runs = load_study(params["study"])
+def test_predictions(checkpoint: Path) -> tuple[Tensor, Tensor]:
+    """(model outputs, targets) on the test split of the run that saved `checkpoint`."""
+    run = restore_checkpoint(checkpoint)
+    test = predict_split(run.module, run.datamodule, "test")
+    return test.outputs, test.targets
+
+
+def write_report(
+    params_file: Path = PARAMS_FILE, study_file: Path = STUDY_FILE, report_dir: Path = REPORT_DIR
+) -> Path:
+    profile = OmegaConf.load(params_file)["profile"]
+    study = OmegaConf.to_container(OmegaConf.load(study_file)["study"])
+    assert isinstance(study, dict)
+    runs = load_study(study)
     figures = report_dir / "figures"
     for task in ("multiply", "mnist"):
         learning_curves([r for r in runs if r.task == task], task, figures / f"curves_{task}.png")
     # One run per cell, its first seed, keeps the figure readable.
     first = {
         cell: next(r for r in runs if r.task == "multiply" and r.cell == cell)
-        for cell in params["study"]["cells"]
+        for cell in study["cells"]
     }
     predictions = {cell: test_predictions(run.best_checkpoint) for cell, run in first.items()}
-    tolerance = float(first[params["study"]["cells"][0]].config["data"]["tolerance"])
+    tolerance = float(first[study["cells"][0]].config["data"]["tolerance"])
     predictions_vs_targets(predictions, tolerance, figures / "predictions_multiply.png")
     path = report_dir / "results.md"
-    atomic_write_text(path, results_markdown(params["profile"], params["study"], runs))
+    atomic_write_text(path, results_markdown(profile, study, runs))
     return path
 
 

@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
-from src.plots import save_figure
 from src.report.runs import Run
+from src.tracking.plots import save_figure
 
 COLOURS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
 # Per task: the validation column to draw and whether its axis is logarithmic.

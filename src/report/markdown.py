@@ -22,8 +22,8 @@ sequence tasks and set our test scores beside published ones.
 """
 
 QUICK_WARNING = """\
-> **Quick profile.** These runs are a smoke test of the pipeline: {epochs} epochs on a slice of
-> each task, one seed. Their scores say that every stage ran, not how well the cells learn; run
+> **Quick profile.** These runs are a smoke test of the pipeline: {epochs} epochs of a few
+> batches of each task. Their scores say that every stage ran, not how well the cells learn; run
 > the full profile (`dvc exp run -S profile=full`, or `dvc repro` with the committed params.yaml)
 > for numbers that can be set beside the classic ones.
 """

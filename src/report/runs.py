@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from src.plots import read_epoch_curves
+from src.tracking.plots import read_epoch_curves
 
 STUDY_DIR = Path("runs/study")
 

@@ -1,0 +1,66 @@
+"""Atomic file writes: a temporary file in the same directory, then a rename.
+
+Every file a run, a cache or a report writes goes through here, so a reader (or a resumed run)
+sees the previous version or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once: os.umask can only be read by setting it, which is not thread-safe.
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def publish(tmp: str | Path, path: Path) -> None:
+    """Rename a finished temporary file onto `path`, with the mode a plain open() would give
+    (mkstemp makes files only their owner can read)."""
+    os.chmod(tmp, _FILE_MODE)
+    os.replace(tmp, path)
+
+
+def atomic_write_bytes(path: Path, data: bytes | memoryview, *, sync: bool = False) -> None:
+    """Write `data` to `path` through a temporary file and a rename. `sync` flushes the data to
+    disk before the rename, so not even a power cut can leave half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        publish(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(path)) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def remove_stale_temporaries(*directories: Path) -> list[Path]:
+    """Delete the temporary files a killed writer left (never read: see publish)."""
+    stale = [p for d in directories for p in d.glob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

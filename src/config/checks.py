@@ -1,0 +1,232 @@
+"""Refuse impossible configs at start, before any work, with a message that names key and fix.
+
+Hydra refuses unknown groups and keys (src/config/hints.py explains them); this adds types,
+ranges and relations between values, which plain YAML cannot express. It is the one place for
+each rule, and it needs only OmegaConf: a refused value answers before torch loads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from src.config.errors import ConfigError
+
+MNIST_TRAIN_SIZE = 60_000
+# numpy's and Lightning's seeds are 32-bit; torch.Generator's 64-bit.
+MAX_SEED = 2**32 - 1
+MAX_DATA_SEED = 2**63 - 1
+# Larger sizes overflow torch's 64-bit shapes and float arithmetic on the sizes.
+MAX_SIZE = 2**63 - 1
+ABSENT = object()
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    kind: type
+    check: Callable[[Any], bool] | None = None
+    expected: str = ""  # reads after "must be"
+    nullable: bool = False
+
+
+def size(value: int) -> bool:
+    return 0 < value <= MAX_SIZE
+
+
+def at_least_zero(value: float) -> bool:
+    return value >= 0
+
+
+def positive(value: float) -> bool:
+    return value > 0
+
+
+def between(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda value: low <= value <= high
+
+
+def choice(key: str, *options: str) -> Rule:
+    return Rule(key, str, lambda value: value in options, f"among {', '.join(options)}")
+
+
+# The options of keys whose values a constructor also checks for its Python callers: they read
+# these names, so each rule is written once.
+CELLS = ("rnn", "lstm", "gru")
+INITS = ("keras", "torch")
+IMPLEMENTATIONS = ("torch", "fused")
+MNIST_MODES = ("row", "pixel", "permuted")
+MULTIPLY_VARIANTS = ("classic", "paper_1997")
+
+SIZE = "> 0 (and below 2**63)"
+RULES = (
+    # data.mode first: model.input_size is looked up by it.
+    choice("data.mode", *MNIST_MODES),
+    Rule("seed", int, between(0, MAX_SEED), f"in [0, {MAX_SEED}]"),
+    Rule("num_threads", int, size, SIZE + " (or null for torch's default)", nullable=True),
+    choice("model.cell", *CELLS),
+    Rule("model.input_size", int, size, SIZE),
+    Rule("model.output_size", int, size, SIZE),
+    Rule("model.hidden_size", int, size, SIZE),
+    Rule("model.num_layers", int, size, SIZE),
+    Rule("model.dropout", float, lambda v: 0 <= v < 1, "in [0, 1)"),
+    Rule("model.bidirectional", bool),
+    choice("model.init", *INITS),
+    choice("model.implementation", *IMPLEMENTATIONS),
+    Rule("optimizer.lr", float, positive, "> 0"),
+    Rule("optimizer.weight_decay", float, at_least_zero, ">= 0"),
+    Rule("optimizer.momentum", float, at_least_zero, ">= 0"),
+    Rule("data.batch_size", int, size, SIZE),
+    Rule("data.num_sequences", int, size, SIZE),
+    Rule("data.seq_len", int, size, SIZE),
+    Rule("data.num_fit", int, size, SIZE),
+    Rule("data.val_fraction", float, lambda v: 0 < v < 1, "in (0, 1)"),
+    Rule("data.tolerance", float, positive, "> 0"),
+    choice("data.variant", *MULTIPLY_VARIANTS),
+    Rule("data.seed", int, between(0, MAX_DATA_SEED), "in [0, 2**63)"),
+    Rule("data.val_size", int, size, SIZE),
+    choice("data.val_split", "first", "random"),
+    Rule("data.split_seed", int, between(0, MAX_DATA_SEED), "in [0, 2**63)"),
+    Rule("data.permutation_seed", int, between(0, MAX_DATA_SEED), "in [0, 2**63)"),
+    Rule("data.train_subset", int, size, SIZE + " (or null for all)", nullable=True),
+    Rule(
+        "data.monitor", str, lambda v: v.startswith("val/"), "named val/... (a validation metric)"
+    ),
+    choice("data.monitor_mode", "min", "max"),
+    Rule("trainer.max_epochs", int, lambda v: v >= 1 or v == -1, ">= 1 (or -1 for no limit)"),
+    Rule("trainer.min_epochs", int, at_least_zero, ">= 0"),
+    Rule("trainer.num_nodes", int, size, SIZE),
+    Rule("trainer.log_every_n_steps", int, size, SIZE),
+    Rule("trainer.check_val_every_n_epoch", int, size, SIZE, nullable=True),
+    Rule("trainer.gradient_clip_val", float, at_least_zero, ">= 0 (or null)", nullable=True),
+    choice("test_ckpt", "best", "last"),
+)
+
+
+def _kind_ok(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _value(cfg: DictConfig, key: str) -> Any:
+    """The resolved value at `key` (ABSENT if the config has no such key)."""
+    try:
+        return OmegaConf.select(cfg, key, default=ABSENT)
+    except OmegaConfBaseException as error:
+        reason = str(error).splitlines()[0]
+        raise ConfigError(
+            f"{key} cannot be resolved: {reason}. Fix: give {key} a plain value, or an "
+            "interpolation ${...} of a key that exists."
+        ) from None
+
+
+def _check_rule(cfg: DictConfig, rule: Rule) -> None:
+    value = _value(cfg, rule.key)
+    if value is ABSENT or (value is None and rule.nullable):
+        return
+    if not _kind_ok(value, rule.kind):
+        raise ConfigError(
+            f"{rule.key} must be {rule.kind.__name__}, got {value!r} ({type(value).__name__}). "
+            f"Fix: {rule.key}=<{rule.kind.__name__}>"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{rule.key}={value!r} is not a finite number. Fix: {rule.key}=<number>")
+    if rule.check is not None and not rule.check(value):
+        raise ConfigError(
+            f"{rule.key}={value!r} is not allowed: it must be {rule.expected}. "
+            f"Fix: set {rule.key} to a value {rule.expected}."
+        )
+
+
+def _has(data: DictConfig, *keys: str) -> bool:
+    return all(key in data for key in keys)
+
+
+def _check_multiply_splits(data: DictConfig) -> None:
+    if data.num_fit >= data.num_sequences:
+        raise ConfigError(
+            f"data.num_fit={data.num_fit} leaves no test sequences out of "
+            f"data.num_sequences={data.num_sequences}. Fix: make data.num_fit smaller than "
+            "data.num_sequences."
+        )
+    num_val = round(data.num_fit * data.val_fraction)
+    if num_val < 1 or num_val >= data.num_fit:
+        raise ConfigError(
+            f"data.val_fraction={data.val_fraction} of data.num_fit={data.num_fit} gives "
+            f"{num_val} validation sequences. Fix: choose data.val_fraction so that both "
+            "training and validation get at least one."
+        )
+
+
+def _check_multiply_length(data: DictConfig) -> None:
+    if data.get("variant") == "paper_1997" and data.seq_len < 20:
+        raise ConfigError(
+            f"data.variant=paper_1997 needs data.seq_len >= 20, got {data.seq_len}. "
+            "Fix: data.seq_len=20 or more, or data.variant=classic."
+        )
+    if data.seq_len < 2:
+        raise ConfigError(
+            f"data.seq_len={data.seq_len} has no room for the two marked steps of the "
+            "multiplication problem. Fix: data.seq_len=2 or more."
+        )
+
+
+def _check_mnist_splits(data: DictConfig) -> None:
+    if data.val_size >= MNIST_TRAIN_SIZE:
+        raise ConfigError(
+            f"data.val_size={data.val_size} leaves no training images out of "
+            f"{MNIST_TRAIN_SIZE}. Fix: choose a smaller data.val_size (classic: 5000)."
+        )
+    left = MNIST_TRAIN_SIZE - data.val_size
+    subset = data.get("train_subset")
+    if subset is not None and subset > left:
+        raise ConfigError(
+            f"data.train_subset={subset} is more than the {left} training images that "
+            f"data.val_size={data.val_size} leaves. Fix: data.train_subset={left} or less, or "
+            "null for all of them."
+        )
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigError on the first problem found."""
+    for rule in RULES:
+        _check_rule(cfg, rule)
+    data = cfg.data
+    if _has(data, "num_fit", "num_sequences", "val_fraction"):
+        _check_multiply_splits(data)
+    if _has(data, "num_fit", "seq_len"):
+        _check_multiply_length(data)
+    if _has(data, "val_size"):
+        _check_mnist_splits(data)
+    if "monitor" not in data:
+        raise ConfigError("data.monitor is missing. Fix: data.monitor=val/<metric>.")
+
+
+DIRECTION_OF_MODE = {"min": "minimize", "max": "maximize"}
+
+
+def check_sweep(cfg: DictConfig) -> None:
+    """An Optuna sweep over the monitored metric must go the way that metric improves."""
+    if not HydraConfig.initialized():
+        return
+    sweeper = HydraConfig.get().sweeper
+    if "optuna" not in str(sweeper.get("_target_", "")):
+        return
+    if cfg.get("optimized_metric") != cfg.data.monitor:
+        return
+    expected = DIRECTION_OF_MODE[cfg.data.monitor_mode]
+    if str(sweeper.direction) != expected:
+        raise ConfigError(
+            f"hydra.sweeper.direction={sweeper.direction} but {cfg.data.monitor} improves with "
+            f"data.monitor_mode={cfg.data.monitor_mode}: set hydra.sweeper.direction={expected}, "
+            "or use the hparams_search preset of this task (multiply_optuna, mnist_optuna)."
+        )

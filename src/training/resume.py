@@ -1,0 +1,107 @@
+"""Where a resumed run continues: its checkpoint, vetted, and its own config.
+
+A resume takes the run's config as it was saved; the command line may change only where the run
+writes, how long it trains, how it reports and the recurrence's implementation (the same
+weights). A default of conf/ that changed since the run does not count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from src.training.checkpoints import (
+    EPOCH_ROW_KEY,
+    CheckpointError,
+    check_compatible,
+    checkpoint_config,
+    checkpoint_run_dir,
+    load_or_fall_back,
+    resolve_checkpoint,
+    select,
+)
+
+# What a resumed run may change: where it writes, how long it trains, how it reports, and the
+# recurrence's implementation (same weights). Everything else comes from the run as it was.
+RESUME_MAY_CHANGE = (
+    "ckpt_path",
+    "paths",
+    "num_threads",
+    "trainer.max_epochs",
+    "trainer.enable_progress_bar",
+    "logger",
+    "model.implementation",
+)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    path: Path
+    global_step: int  # optimizer steps taken when the checkpoint was written
+    config: DictConfig  # the resumed run's own config, with what a resume may change
+    fallback_note: str | None = None  # why `path` is not the checkpoint asked for
+    epoch_row: dict[str, float] | None = None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _may_change(key: str) -> bool:
+    return any(key == k or key.startswith(f"{k}.") for k in RESUME_MAY_CHANGE)
+
+
+def resumed_config(
+    cfg: DictConfig, saved: Mapping[str, Any], command_keys: list[str] | None, path: Path
+) -> DictConfig:
+    """The run being resumed as it was saved; the command line may change only what
+    RESUME_MAY_CHANGE names, and a default of conf/ that changed since the run does not count.
+    Without a command line (`train()` called with a composed config) the config is as given."""
+    if command_keys is None:
+        return cfg
+    changed = [
+        f"{key}={_plain(OmegaConf.select(cfg, key))!r} (the run: {select(saved, key)!r})"
+        for key in command_keys
+        if not _may_change(key) and _plain(OmegaConf.select(cfg, key)) != select(saved, key)
+    ]
+    if changed:
+        raise CheckpointError(
+            f"resuming {path} cannot change {', '.join(changed)}. Resume with only "
+            "paths.run_dir=<run> ckpt_path=last (the run's own config is used), or start a new "
+            "run from its weights elsewhere."
+        )
+    config = OmegaConf.create(dict(saved))
+    # What the command line set, and where the run is: nothing else of conf/'s defaults, which
+    # would silently replace the run's own values (a resume would train 100 epochs, not 3).
+    for key in ("ckpt_path", "paths.run_dir", *(k for k in command_keys if _may_change(k))):
+        value = _plain(OmegaConf.select(cfg, key, default=None))
+        OmegaConf.update(config, key, value, force_add=True, merge=False)
+    return config
+
+
+def resume_point(cfg: DictConfig, command_keys: list[str] | None) -> ResumePoint | None:
+    """The checkpoint `ckpt_path` resumes from, vetted; None for a fresh run. `command_keys`
+    are the config keys and groups the command line set.
+
+    A run resumed from a checkpoint in a run directory continues in that directory (its
+    checkpoints, metrics and logger runs go on), unless `paths.run_dir` says otherwise.
+    """
+    if not cfg.get("ckpt_path"):
+        return None
+    requested = str(cfg.ckpt_path)
+    path, checkpoint, note = load_or_fall_back(
+        resolve_checkpoint(requested, cfg.paths.run_dir), requested
+    )
+    saved = checkpoint_config(checkpoint, path)
+    check_compatible(saved, OmegaConf.to_container(cfg, resolve=True), path)  # type: ignore[arg-type]
+    if not cfg.paths.run_dir and (run_dir := checkpoint_run_dir(path)) is not None:
+        cfg.paths.run_dir = str(run_dir)
+    config = resumed_config(cfg, saved, command_keys, path)
+    step = int(checkpoint.get("global_step", 0))
+    return ResumePoint(path, step, config, note, checkpoint.get(EPOCH_ROW_KEY))

@@ -1,0 +1,248 @@
+"""One training run: build the DataModule, the LightningModule and the Trainer from a checked
+config, fit, test, and leave metrics.json, the plots and the checkpoints in the run directory.
+
+`train(cfg)` is what `python -m src.train` calls once its config has been composed and checked;
+tests and notebooks call it with a composed config too.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from src.atomic import atomic_write_text, remove_stale_temporaries, write_json
+from src.config.checks import check_config, check_sweep
+from src.config.errors import ConfigError
+from src.config.instantiate import instantiate_group
+from src.models.module import SequenceModule
+from src.models.sequence_model import count_parameters
+from src.tracking.loggers import build_loggers, finish_loggers, log_images
+from src.tracking.outputs import save_run_plots
+from src.tracking.run_dir import (
+    CHECKPOINT_DIRNAME,
+    create_run_dir,
+    discard_if_made_here,
+    is_launch_rank_zero,
+)
+from src.training.callbacks import BatchSeeding, EpochRowInCheckpoints, EpochTimer, EvaluatedSamples
+from src.training.checkpoints import AtomicCheckpointIO
+from src.training.distributed import check_distributed
+from src.training.divergence import DivergenceGuard
+from src.training.resume import ResumePoint, resume_point
+from src.training.signals import GracefulStop
+from src.training.threads import configure_threads
+
+log = logging.getLogger("seqlab")
+
+
+def setup_logging(run_dir: Path | None) -> None:
+    """Log to stdout and, given a run directory, to its train.log."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in list(root.handlers):
+        if getattr(handler, "seqlab", False):
+            root.removeHandler(handler)
+            handler.close()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if run_dir is not None:
+        handlers.append(logging.FileHandler(run_dir / "train.log"))
+    for handler in handlers:
+        handler.seqlab = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s] %(message)s", "%H:%M:%S"))
+        root.addHandler(handler)
+
+
+def save_config(cfg: DictConfig, run_dir: Path, *, with_overrides: bool = True) -> None:
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if with_overrides and HydraConfig.initialized():
+        overrides = list(HydraConfig.get().overrides.task)
+        atomic_write_text(run_dir / "overrides.yaml", OmegaConf.to_yaml(overrides))
+
+
+def command_line_keys() -> list[str] | None:
+    """The config keys and groups set on the command line of this Hydra job (None: no job)."""
+    if not HydraConfig.initialized():
+        return None
+    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    return [override.key_or_group for override in overrides]
+
+
+def build_module(cfg: DictConfig) -> SequenceModule:
+    scheduler = instantiate_group(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
+    module = SequenceModule(
+        instantiate_group(cfg.model, "model"),
+        task=cfg.data.task,
+        optimizer=instantiate_group(cfg.optimizer, "optimizer"),
+        scheduler=scheduler,
+        monitor=cfg.data.monitor,
+        tolerance=cfg.data.get("tolerance"),
+        num_classes=cfg.data.get("num_classes"),
+    )
+    # As hyperparameters, the config goes into every checkpoint (a run can be resumed or
+    # evaluated from its checkpoint alone) and reaches every logger (W&B config, TensorBoard
+    # hparams, ...).
+    module.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True))
+    return module
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
+    resume_command = f"python -m src.train paths.run_dir={run_dir} ckpt_path=last"
+    callbacks: list[L.Callback] = [
+        EpochTimer(),
+        BatchSeeding(cfg.seed),
+        EvaluatedSamples(),
+        EpochRowInCheckpoints(),
+        # The guard first: a stop on a signal must never save a diverged model.
+        DivergenceGuard(),
+        GracefulStop(run_dir / CHECKPOINT_DIRNAME / "last.ckpt", resume_command),
+    ]
+    for callback_cfg in (cfg.get("callbacks") or {}).values():
+        if callback_cfg is None:
+            continue
+        if "ProgressBar" in callback_cfg._target_ and not cfg.trainer.enable_progress_bar:
+            continue
+        if callback_cfg._target_.endswith("ModelCheckpoint"):
+            callbacks.append(
+                instantiate_group(
+                    callback_cfg, "callbacks", dirpath=str(run_dir / CHECKPOINT_DIRNAME)
+                )
+            )
+        else:
+            callbacks.append(instantiate_group(callback_cfg, "callbacks"))
+    return callbacks
+
+
+def _checkpoint_callback(trainer: L.Trainer, monitor: str | None) -> ModelCheckpoint | None:
+    """The ModelCheckpoint of `monitor` (data.monitor: best.ckpt; None: last.ckpt)."""
+    return next((c for c in trainer.checkpoint_callbacks if c.monitor == monitor), None)  # type: ignore[union-attr]
+
+
+def _test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
+    monitor = cfg.data.monitor if cfg.test_ckpt == "best" else None
+    checkpoint = _checkpoint_callback(trainer, monitor)
+    if checkpoint is None or trainer.fast_dev_run:
+        return None
+    path = checkpoint.best_model_path
+    if not path:
+        log.warning("no %s checkpoint was saved; testing the final weights", cfg.test_ckpt)
+        return None
+    return path
+
+
+def print_summary(cfg: DictConfig, results: dict[str, Any], run_dir: Path) -> None:
+    lines = [
+        f"seqlab: {cfg.model.cell} on {cfg.data.name}, {results['num_params']:,} parameters, "
+        f"{results['epochs']} epochs, {results['train_epoch_seconds']:.2f} s per training epoch",
+    ]
+    for key in sorted(k for k in results if k.startswith("test/")):
+        lines.append(f"  {key:<28} {results[key]:.6g}")
+    lines.append(f"  {'run directory':<28} {run_dir}")
+    lines.append(f"  {'tested checkpoint':<28} {results['test_checkpoint'] or '(final weights)'}")
+    print("\n".join(lines), flush=True)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test, write metrics.json; return the results (also what sweepers read)."""
+    check_config(cfg)
+    resume = resume_point(cfg, command_line_keys())
+    if resume is not None:
+        cfg = resume.config  # the run as it was, with what a resume may change
+    check_sweep(cfg)
+    threads = configure_threads(cfg.get("num_threads"))
+    L.seed_everything(cfg.seed, workers=True)
+    # Built before the run directory, so a config a library refuses leaves no directory behind.
+    datamodule = instantiate_group(cfg.data, "data", shuffle_seed=cfg.seed)
+    module = build_module(cfg)
+
+    run_dir = create_run_dir(cfg, resuming=resume is not None)
+    # Under DDP only global rank 0 writes files; the other ranks log to stdout.
+    writes_files = is_launch_rank_zero()
+    setup_logging(run_dir if writes_files else None)
+    if writes_files:
+        # A resumed run keeps the overrides.yaml of the command that started it.
+        save_config(cfg, run_dir, with_overrides=resume is None)
+    writer = "" if writes_files else "; a rank > 0, which writes nothing"
+    log.info("run directory: %s (%d torch threads%s)", run_dir, threads, writer)
+    if resume is not None:
+        if resume.fallback_note:
+            log.warning(resume.fallback_note)
+        if writes_files:
+            remove_stale_temporaries(run_dir, run_dir / CHECKPOINT_DIRNAME)
+        log.info("resuming from %s (step %d)", resume.path, resume.global_step)
+
+    try:
+        callbacks = build_callbacks(cfg, run_dir)
+        loggers = build_loggers(
+            cfg,
+            run_dir,
+            resume_step=resume.global_step if resume is not None else None,
+            resume_row=resume.epoch_row if resume is not None else None,
+        )
+        trainer: L.Trainer = instantiate_group(
+            cfg.trainer,
+            "trainer",
+            callbacks=callbacks,
+            logger=loggers or False,
+            default_root_dir=str(run_dir),
+        )
+        check_distributed(cfg, trainer)
+    except ConfigError:
+        discard_if_made_here(run_dir)  # refused before it started: leave nothing behind
+        raise
+    trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    try:
+        results = _fit_and_test(cfg, trainer, module, datamodule, resume, run_dir)
+    except BaseException:
+        finish_loggers(loggers, failed=True)
+        raise
+    finish_loggers(loggers, failed=False)
+    return results
+
+
+def _fit_and_test(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: SequenceModule,
+    datamodule: L.LightningDataModule,
+    resume: ResumePoint | None,
+    run_dir: Path,
+) -> dict[str, Any]:
+    ckpt_path = resume.path if resume is not None else None
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+
+    test_checkpoint = _test_checkpoint(cfg, trainer)
+    test_metrics = trainer.test(
+        module, datamodule=datamodule, ckpt_path=test_checkpoint, weights_only=True
+    )[0]
+
+    timer = next(c for c in trainer.callbacks if isinstance(c, EpochTimer))
+    evaluated = next(c for c in trainer.callbacks if isinstance(c, EvaluatedSamples))
+    checkpoint = _checkpoint_callback(trainer, cfg.data.monitor)
+    best_score = checkpoint.best_model_score if checkpoint is not None else None
+    results: dict[str, Any] = {
+        **{key: float(value) for key, value in test_metrics.items()},
+        f"best_{cfg.data.monitor}": float(best_score) if best_score is not None else None,
+        "num_params": count_parameters(module.net),
+        "epochs": trainer.current_epoch,
+        "train_epoch_seconds": statistics.median(timer.train_epoch_seconds or [float("nan")]),
+        "test_checkpoint": test_checkpoint,
+        "val_samples": evaluated.val_samples,
+        "test_samples": evaluated.test_samples,
+    }
+    # On every rank: compute() gathers the counts of all ranks, a collective.
+    confusion = module.test_confusion.compute() if module.test_confusion is not None else None
+    if trainer.is_global_zero:
+        plots = save_run_plots(cfg, module, datamodule, trainer.loggers, run_dir, confusion)
+        log_images(trainer.loggers, plots)
+        write_json(run_dir / "metrics.json", results)
+        print_summary(cfg, results, run_dir)
+    return results

@@ -1,0 +1,100 @@
+"""Stop training politely on SIGTERM or SIGINT: finish the batch, save, exit non-zero.
+
+Clusters send SIGTERM before they kill a job, and Ctrl+C sends SIGINT. Either way the run saves
+`checkpoints/last.ckpt` at the end of the batch in progress, mid-epoch included, and stops with a
+message that says how to resume; `ckpt_path=last` then continues exactly where it stopped (the
+batch order and the epoch's metric sums are in the checkpoint). A second Ctrl+C stops at once,
+without saving.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+
+log = logging.getLogger("seqlab")
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class RunInterrupted(Exception):
+    """A SIGTERM or SIGINT stopped training after a checkpoint was saved."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+class GracefulStop(L.Callback):
+    def __init__(self, checkpoint_path: Path, resume_command: str) -> None:
+        self.checkpoint_path = checkpoint_path
+        self.resume_command = resume_command
+        self.received: int | None = None
+        self._previous_handlers: dict[int, Any] = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Replaces Lightning's SIGTERM handler too, which would stop mid-validation without saving.
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set signal handlers
+        for signum in STOP_SIGNALS:
+            self._previous_handlers[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl+C: stop now
+        self.received = signum
+        log.warning(
+            "received %s: stopping after this batch and saving %s (Ctrl+C again stops at once, "
+            "without saving)",
+            signal_name(signum),
+            self.checkpoint_path,
+        )
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        # Every rank must stop after the same batch: a signal to any rank stops them all.
+        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+            return
+        trainer.save_checkpoint(self.checkpoint_path)
+        self._stop(trainer, f"epoch {trainer.current_epoch}, batch {batch_idx}")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_handlers()
+        if self.received is not None:
+            # Received during the last validation: the epoch's checkpoints are already written.
+            self._stop(trainer, f"the end of epoch {trainer.current_epoch - 1}")
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore_handlers()
+
+    def _stop(self, trainer: L.Trainer, where: str) -> None:
+        signum = self.received if self.received is not None else signal.SIGTERM
+        raise RunInterrupted(
+            f"stopped by {signal_name(signum)} after {where} (step {trainer.global_step}); saved "
+            f"{self.checkpoint_path}. Resume with: {self.resume_command}",
+            signum,
+        )
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}

@@ -1,0 +1,108 @@
+import pytest
+import torch
+from omegaconf import open_dict
+
+from src.data.mnist import MNISTDataModule, as_sequence, pixel_permutation
+from src.data.mnist_files import MNISTFetchError
+from src.training.run import train
+from tests.conftest import NAMES, SHARED_MNIST, write_fake_mnist
+
+
+def datamodule(tmp_path, mirror, checksums, **kwargs) -> MNISTDataModule:
+    dm = MNISTDataModule(
+        data_dir=tmp_path / "data", local_mirror=str(mirror), checksums=checksums, **kwargs
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+@pytest.mark.parametrize(
+    ("mode", "shape"), [("row", (16, 28, 28)), ("pixel", (16, 784, 1)), ("permuted", (16, 784, 1))]
+)
+def test_each_mode_gives_its_sequence_shape(tmp_path, fake_mnist, mode, shape):
+    dm = datamodule(tmp_path, *fake_mnist, mode=mode, val_size=50, batch_size=16)
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert batch["x"].shape == shape
+    assert batch["x"].dtype == torch.float32
+    assert batch["x"].min() >= 0.0 and batch["x"].max() <= 1.0
+    assert batch["y"].dtype == torch.int64
+
+
+def test_permutation_is_fixed_by_its_seed_and_reorders_pixels():
+    assert torch.equal(pixel_permutation(3), pixel_permutation(3))
+    assert not torch.equal(pixel_permutation(3), pixel_permutation(4))
+    assert sorted(pixel_permutation(3).tolist()) == list(range(784))
+    images = torch.arange(784, dtype=torch.float32).mul(255 / 783).round().view(1, 28, 28)
+    pixels = as_sequence(images.to(torch.uint8), "pixel")
+    permuted = as_sequence(images.to(torch.uint8), "permuted", pixel_permutation(3))
+    torch.testing.assert_close(permuted[0, :, 0], pixels[0, pixel_permutation(3), 0])
+
+
+def test_split_sizes_first_and_random(tmp_path, fake_mnist):
+    dm = datamodule(tmp_path, *fake_mnist, val_size=50)
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 250, "val": 50, "test": 100}
+    cache = torch.load(dm.cache_path, weights_only=True)["tensors"]
+    assert torch.equal(dm.splits["val"].tensors["y"], cache["train_labels"][:50])
+    shuffled = datamodule(tmp_path, *fake_mnist, val_size=50, val_split="random", split_seed=1)
+    assert not torch.equal(shuffled.splits["val"].tensors["y"], cache["train_labels"][:50])
+    subset = datamodule(tmp_path, *fake_mnist, val_size=50, train_subset=100)
+    assert len(subset.splits["train"]) == 100
+
+
+def test_cache_is_rebuilt_when_the_files_change(tmp_path):
+    mirror = tmp_path / "mirror"
+    dm = datamodule(tmp_path, mirror, write_fake_mnist(mirror, train=300), val_size=50)
+    assert len(dm.splits["train"]) == 250
+    dm = datamodule(tmp_path, mirror, write_fake_mnist(mirror, train=200), val_size=50)
+    assert len(dm.splits["train"]) == 150
+
+
+def test_corrupt_mirror_file_is_refused_and_nothing_is_cached(tmp_path, fake_mnist):
+    mirror, checksums = fake_mnist
+    path = mirror / NAMES["train_labels"]
+    path.write_bytes(path.read_bytes()[:-8])
+    dm = MNISTDataModule(data_dir=tmp_path / "data", local_mirror=str(mirror), checksums=checksums)
+    with pytest.raises(MNISTFetchError) as info:
+        dm.prepare_data()
+    assert f"{path}: truncated gzip stream" in str(info.value)
+    # The file fetched before the bad one stays (verified); nothing partial, no cache.
+    assert [p.name for p in dm.root.iterdir()] == ["raw"]
+    assert [p.name for p in (dm.root / "raw").iterdir()] == [NAMES["train_images"]]
+
+
+@pytest.mark.slow
+def test_a_small_gru_learns_digits_row_by_row(compose_cfg, tmp_path, fake_mnist):
+    mirror, checksums = fake_mnist
+    cfg = compose_cfg(
+        "data=mnist",
+        f"data.local_mirror={mirror}",
+        "data.val_size=50",
+        "data.batch_size=25",
+        "model.hidden_size=32",
+        "optimizer.lr=0.01",
+        "trainer.max_epochs=8",
+        "num_threads=1",
+    )
+    with open_dict(cfg):
+        cfg.data.checksums = checksums
+    results = train(cfg)
+    assert results["test/acc"] > 0.8
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    csv = (run_dir / "confusion_matrix.csv").read_text().splitlines()
+    assert len(csv) == 11
+    assert sum(int(n) for row in csv[1:] for n in row.split(",")[1:]) == 100
+    assert (run_dir / "confusion_matrix.png").stat().st_size > 1000
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="no MNIST mirror at ../shared/datasets/mnist")
+def test_real_mnist_through_the_local_mirror(tmp_path):
+    dm = MNISTDataModule(data_dir=tmp_path / "data", local_mirror=str(SHARED_MNIST))
+    dm.prepare_data()
+    dm.setup("fit")
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 55000, "val": 5000, "test": 10000}
+    counts = torch.bincount(dm.splits["test"].tensors["y"], minlength=10).tolist()
+    assert counts == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    mean = dm.splits["train"].tensors["x"].float().mean() / 255
+    assert 0.12 < mean < 0.14

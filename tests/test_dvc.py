@@ -1,0 +1,159 @@
+"""The DVC pipeline end to end, at the quick profile, in a fresh clone of this repository.
+
+One clone and one `dvc repro` serve the tests below, which run in file order: the first checks
+what the repro produced, the next ones change one thing at a time. MNIST comes from a small fake
+mirror (SEQLAB_MNIST_MIRROR) whose digests the clone's conf/data/mnist.yaml states.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, write_fake_mnist
+
+pytestmark = pytest.mark.slow
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "seqlab tests",
+    "GIT_AUTHOR_EMAIL": "tests@seqlab.invalid",
+    "GIT_COMMITTER_NAME": "seqlab tests",
+    "GIT_COMMITTER_EMAIL": "tests@seqlab.invalid",
+}
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{output[-4000:]}"
+    return output
+
+
+def dvc(repo: Path, env: dict[str, str], *args: str) -> str:
+    return run([sys.executable, "-m", "dvc", *args], repo, env)
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def clone_working_tree(dest: Path, env: dict[str, str]) -> None:
+    """A git clone of this repository with the working tree's uncommitted changes on top."""
+    run(["git", "clone", "--quiet", str(REPO), str(dest)], REPO, env)
+    listed = run(["git", "ls-files", "-z", "-co", "--exclude-standard"], REPO, env)
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    for name in filter(None, run(["git", "ls-files", "-z", "-d"], REPO, env).split("\0")):
+        (dest / name).unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("dvc_study")
+    repo, mirror = root / "repo", root / "mirror"
+    env = {
+        **os.environ,
+        **GIT_IDENTITY,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "SEQLAB_MNIST_MIRROR": str(mirror),
+        "DVC_NO_ANALYTICS": "1",
+    }
+    clone_working_tree(repo, env)
+    checksums = write_fake_mnist(mirror, train=1500, test=200)
+    mnist_conf = repo / "conf" / "data" / "mnist.yaml"
+    mnist_text = mnist_conf.read_text().replace(
+        "checksums: null", f"checksums: {json.dumps(checksums)}"
+    )
+    # The fake mirror holds 1,500 training images: validate on 500 of them, not MNIST's 5,000.
+    mnist_conf.write_text(mnist_text.replace("val_size: 5000", "val_size: 500"))
+    # This repository's default becomes the quick profile, so plain `dvc exp run -S ...`
+    # (which recomposes from the defaults) stays quick too; one seed per cell.
+    train_conf = repo / "conf" / "train.yaml"
+    train_conf.write_text(train_conf.read_text().replace("profile: full", "profile: quick"))
+    study_conf = repo / "conf" / "study.yaml"
+    study_conf.write_text(study_conf.read_text().replace("[1, 2, 3]", "[1]"))
+    run([sys.executable, "-m", "src.config.params"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "--quiet", "-m", "quick profile, fake MNIST"], repo, env)
+    return {"repo": repo, "env": env, "first_repro": dvc(repo, env, "repro")}
+
+
+def test_repro_runs_every_stage_and_writes_metrics_plots_and_report(study):
+    repo, env = study["repo"], study["env"]
+    stages = set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"])
+    assert {"prepare_mnist", "prepare_multiply", "report", "train"} <= stages
+    assert {f"train_multiply@{cell}-1" for cell in ("rnn", "lstm", "gru")} <= stages
+    assert {f"train_mnist@{cell}-1" for cell in ("rnn", "lstm", "gru")} <= stages
+    assert stages_run(study["first_repro"]) == stages
+    assert (repo / "data" / "multiply" / "study.pt").is_file()
+    assert (repo / "data" / "mnist" / "mnist.pt").is_file()
+
+    metrics = json.loads(dvc(repo, env, "metrics", "show", "--json"))
+    files = next(iter(metrics.values()))["data"]
+    assert len(files) == 7  # 3 cells x 2 tasks, and the train stage
+    gru = files["runs/study/multiply/gru/seed1/metrics.json"]["data"]
+    assert 0 <= gru["test/tolerance_accuracy"] <= 1 and gru["num_params"] == 8671
+    assert (repo / "runs/study/mnist/lstm/seed1/checkpoints/best.ckpt").is_file()
+
+    dvc(repo, env, "plots", "show", "--out", "plots")
+    assert "val/loss" in (repo / "plots" / "index.html").read_text()
+    assert "report" in dvc(repo, env, "dag")
+
+    report = (repo / "reports" / "results.md").read_text()
+    assert "Quick profile" in report
+    for row in ("| rnn | 2,911 / 2,851 |", "| lstm |", "| gru | 8,671 / 8,671 |", "97.27%"):
+        assert row in report
+    assert "94.8-95.9% (1997 paper: 99.45%)" in report
+    for figure in ("curves_multiply", "curves_mnist", "predictions_multiply"):
+        assert (repo / "reports" / "figures" / f"{figure}.png").stat().st_size > 10_000
+        assert f"figures/{figure}.png" in report
+
+
+def test_second_repro_is_a_no_op(study):
+    output = dvc(study["repo"], study["env"], "repro")
+    assert stages_run(output) == set()
+    assert "up to date" in output
+
+
+def test_a_param_change_reruns_only_its_dependents(study):
+    repo, env = study["repo"], study["env"]
+    # The train stage alone reads the seed from params.yaml; study runs set their own.
+    run([sys.executable, "-m", "src.config.params", "seed=7"], repo, env)
+    assert stages_run(dvc(repo, env, "repro")) == {"train"}
+
+    # A conf/ edit reaches exactly the runs that compose that file.
+    rnn_conf = repo / "conf" / "model" / "rnn.yaml"
+    original = rnn_conf.read_text()
+    rnn_conf.write_text(original + "init: torch\n")
+    try:
+        changed = set(json.loads(dvc(repo, env, "status", "--json")))
+    finally:
+        rnn_conf.write_text(original)
+    assert changed == {"train_multiply@rnn-1", "train_mnist@rnn-1"}
+
+
+def test_exp_run_composes_params_runs_and_is_listed(study):
+    repo, env = study["repo"], study["env"]
+    output = dvc(repo, env, "exp", "run", "-S", "model=lstm", "-S", "data=multiply")
+    assert stages_run(output) == {"train"}
+    assert "cell: lstm" in (repo / "params.yaml").read_text()
+    assert "profile: quick" in (repo / "params.yaml").read_text()
+
+    shown = json.loads(dvc(repo, env, "exp", "show", "--json"))
+    experiments = [exp for commit in shown for exp in (commit.get("experiments") or [])]
+    assert experiments, "dvc exp show lists no experiment"
+    latest = experiments[0]["revs"][0]["data"]
+    assert latest["params"]["params.yaml"]["data"]["model"]["cell"] == "lstm"
+    train_metrics = latest["metrics"]["runs/train/metrics.json"]["data"]
+    assert train_metrics["num_params"] == 11551
