@@ -33,6 +33,10 @@ def percent(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def score(summary: Summary) -> str:
     if summary.sd is None:
         return percent(summary.mean)
@@ -103,7 +107,7 @@ def runs_table(runs: list[Run]) -> list[str]:
         lines.append(
             f"| {run.task} | {run.cell} | {run.seed} "
             f"| {percent(metrics[HEADLINE_METRIC[run.task]])} | {metrics['test/loss']:.4g} "
-            f"| {metrics['epochs']} | {metrics['train_epoch_seconds']:.2f} | `{run.path}` |"
+            f"| {metrics['epochs']} | {seconds(metrics['train_epoch_seconds'])} | `{run.path}` |"
         )
     return [*lines, ""]
 

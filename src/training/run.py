@@ -138,10 +138,14 @@ def _test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     return path
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
 def print_summary(cfg: DictConfig, results: dict[str, Any], run_dir: Path) -> None:
     lines = [
         f"seqlab: {cfg.model.cell} on {cfg.data.name}, {results['num_params']:,} parameters, "
-        f"{results['epochs']} epochs, {results['train_epoch_seconds']:.2f} s per training epoch",
+        f"{results['epochs']} epochs, {_seconds(results['train_epoch_seconds'])} per epoch",
     ]
     for key in sorted(k for k in results if k.startswith("test/")):
         lines.append(f"  {key:<28} {results[key]:.6g}")
@@ -233,7 +237,10 @@ def _fit_and_test(
         f"best_{cfg.data.monitor}": float(best_score) if best_score is not None else None,
         "num_params": count_parameters(module.net),
         "epochs": trainer.current_epoch,
-        "train_epoch_seconds": statistics.median(timer.train_epoch_seconds or [float("nan")]),
+        # None when no whole epoch ran here (a resumed run that had already finished).
+        "train_epoch_seconds": (
+            statistics.median(timer.train_epoch_seconds) if timer.train_epoch_seconds else None
+        ),
         "test_checkpoint": test_checkpoint,
         "val_samples": evaluated.val_samples,
         "test_samples": evaluated.test_samples,

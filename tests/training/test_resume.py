@@ -82,6 +82,20 @@ def test_a_run_resumed_from_a_checkpoint_file_continues_in_its_run_directory(com
     assert [epoch for epoch, _ in val_mse_per_epoch(run_dir)] == ["0", "1"]
 
 
+def test_resuming_a_finished_run_writes_strict_json_with_null_for_the_untimed_epochs(
+    compose_cfg, tmp_path
+):
+    run_dir = tmp_path / "run"
+    train(compose_cfg("trainer.max_epochs=1", f"paths.run_dir={run_dir}", *QUICK))
+    train(compose_cfg("trainer.max_epochs=1", f"paths.run_dir={run_dir}", "ckpt_path=last", *QUICK))
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    metrics = json.loads((run_dir / "metrics.json").read_text(), parse_constant=refuse)
+    assert metrics["train_epoch_seconds"] is None and metrics["epochs"] == 1
+
+
 def test_ckpt_path_last_needs_the_run_directory(compose_cfg, tmp_path):
     with pytest.raises(CheckpointError, match=r"paths\.run_dir=<run directory> ckpt_path=last"):
         train(compose_cfg("ckpt_path=last", *QUICK))
