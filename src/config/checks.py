@@ -196,10 +196,20 @@ def _check_mnist_splits(data: DictConfig) -> None:
         )
 
 
+def _check_precision(cfg: DictConfig) -> None:
+    if str(OmegaConf.select(cfg, "trainer.precision", default="")) == "16-true":
+        raise ConfigError(
+            "trainer.precision=16-true keeps the weights in float16, where Adam's eps=1e-8 "
+            "rounds to 0: the loss becomes NaN within a few steps. Fix: "
+            "trainer.precision=bf16-mixed (or bf16-true, 16-mixed, 32-true, 64-true)."
+        )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError on the first problem found."""
     for rule in RULES:
         _check_rule(cfg, rule)
+    _check_precision(cfg)
     data = cfg.data
     if _has(data, "num_fit", "num_sequences", "val_fraction"):
         _check_multiply_splits(data)

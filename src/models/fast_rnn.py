@@ -26,6 +26,17 @@ from torch import _VF, Tensor, nn
 from torch.autograd.function import once_differentiable
 
 log = logging.getLogger(__name__)
+_NOTED: set[str] = set()
+
+
+def _note_float32_only(dtype: torch.dtype) -> None:
+    """Say once per process why the fused loops step aside (autocast, or weights not float32)."""
+    reason = "autocast" if torch.is_autocast_enabled("cpu") else str(dtype)
+    if reason not in _NOTED:
+        _NOTED.add(reason)
+        log.info("model.implementation=fused runs float32 only: %s uses torch's kernels", reason)
+
+
 Mode = Literal["rnn", "lstm", "gru"]
 _TORCH_MODES = {"rnn": "RNN_TANH", "lstm": "LSTM", "gru": "GRU"}
 
@@ -332,6 +343,9 @@ class FastRNN(nn.RNNBase):
         if x.dim() != 3 or x.size(-1) != self.input_size:
             raise ValueError(f"expected input [B, T, {self.input_size}], got {list(x.shape)}")
         if x.device.type != "cpu":
+            return self._torch_forward(x)
+        if torch.is_autocast_enabled("cpu") or x.dtype != torch.float32:
+            _note_float32_only(x.dtype)
             return self._torch_forward(x)
         inp = x.transpose(0, 1).contiguous()
         h_n, c_n = [], []

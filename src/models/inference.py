@@ -26,10 +26,13 @@ def predict_split(
     was_training = module.training
     module.eval()
     outputs = []
+    # The weights' dtype (bf16-true, 64-true): Lightning casts the inputs in its own loops only.
+    dtype = next(module.parameters()).dtype
     for batch in batch_loader(dataset, datamodule.batch_size, shuffle=False):
         batch = {name: tensor.to(module.device) for name, tensor in batch.items()}
         batch = datamodule.on_after_batch_transfer(batch, 0)
-        outputs.append(module(batch["x"], batch.get("lengths")).cpu())
+        x = batch["x"].to(dtype) if batch["x"].is_floating_point() else batch["x"]
+        outputs.append(module(x, batch.get("lengths")).float().cpu())
     module.train(was_training)
     return SplitOutputs(
         inputs=dataset.tensors["x"].cpu(),

@@ -5,6 +5,7 @@ A plain `nn.Module`: it knows input and output sizes, nothing of tasks, losses o
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
@@ -69,7 +70,10 @@ class SequenceModel(nn.Module):
             _, state = self.rnn(packed)
             h_n = state[0] if isinstance(state, tuple) else state
             return self.head(torch.cat([h_n[-2], h_n[-1]], dim=-1))
-        output, state = self.rnn(x)
+        if self.cell == "lstm" and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            output, state = _lstm_under_cpu_autocast(self.rnn, x)
+        else:
+            output, state = self.rnn(x)
         if self.num_directions == 2:
             h_n = state[0] if isinstance(state, tuple) else state
             return self.head(torch.cat([h_n[-2], h_n[-1]], dim=-1))
@@ -79,6 +83,25 @@ class SequenceModel(nn.Module):
         # step ignores the padding after it: no packing needed.
         last = (lengths - 1).to(output.device).view(-1, 1, 1).expand(-1, 1, output.size(-1))
         return self.head(output.gather(1, last).squeeze(1))
+
+
+@functools.cache
+def _cpu_autocast_lstm_works() -> bool:
+    """Whether oneDNN has a reduced-precision LSTM on this CPU (it needs AVX512-BF16 or AMX)."""
+    lstm = nn.LSTM(2, 2, batch_first=True)
+    try:
+        with torch.autocast("cpu"), torch.no_grad():
+            lstm(torch.zeros(1, 2, 2))
+    except RuntimeError:
+        return False
+    return True
+
+
+def _lstm_under_cpu_autocast(rnn: nn.Module, x: Tensor) -> tuple[Tensor, object]:
+    if _cpu_autocast_lstm_works():
+        return rnn(x)
+    with torch.autocast("cpu", enabled=False):  # the recurrence in float32, the rest as asked
+        return rnn(x.float())
 
 
 def keras_init(model: SequenceModel, cell: str) -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.config.errors import ConfigError
 from src.training.run import train
 from tests.conftest import QUICK
 
@@ -85,3 +86,22 @@ def test_overfitting_a_few_batches_drives_the_training_loss_down(compose_cfg):
         losses = [float(row["train/loss"]) for row in csv.DictReader(handle) if row["train/loss"]]
     assert len(losses) == 30 and losses[-1] < 0.2 * losses[0]
     assert results["epochs"] == 30
+
+
+@pytest.mark.parametrize("precision", ["32-true", "64-true", "bf16-true", "bf16-mixed", "16-mixed"])
+@pytest.mark.parametrize("model", ["gru", "lstm"])
+def test_every_precision_trains_tests_and_plots_end_to_end(compose_cfg, tmp_path, model, precision):
+    run_dir = tmp_path / "run"
+    cfg = compose_cfg(
+        f"model={model}", f"trainer.precision={precision}", f"paths.run_dir={run_dir}", *QUICK
+    )
+    results = train(cfg)
+    assert 0 <= results["test/tolerance_accuracy"] <= 1
+    assert (run_dir / "predictions.png").stat().st_size > 0
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_float16_weights_are_refused_at_start_with_what_to_use(compose_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=r"trainer\.precision=bf16-mixed"):
+        train(compose_cfg("trainer.precision=16-true", *QUICK))
+    assert not (tmp_path / "outputs").exists()
