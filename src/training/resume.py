@@ -20,6 +20,7 @@ from src.training.checkpoints import (
     check_compatible,
     checkpoint_config,
     checkpoint_run_dir,
+    load_checkpoint,
     load_or_fall_back,
     resolve_checkpoint,
     select,
@@ -95,6 +96,13 @@ def resume_point(cfg: DictConfig, command_keys: list[str] | None) -> ResumePoint
     if not cfg.get("ckpt_path"):
         return None
     requested = str(cfg.ckpt_path)
+    if requested == "best":
+        raise CheckpointError(
+            "ckpt_path=best would take the run back to its best epoch and train its later "
+            "epochs again, over last.ckpt. Continue the run with ckpt_path=last; to start again "
+            "from its best weights on purpose, name the file: "
+            f"ckpt_path={Path(cfg.paths.run_dir or '<run>') / 'checkpoints' / 'best.ckpt'}"
+        )
     path, checkpoint, note = load_or_fall_back(
         resolve_checkpoint(requested, cfg.paths.run_dir), requested
     )
@@ -103,5 +111,44 @@ def resume_point(cfg: DictConfig, command_keys: list[str] | None) -> ResumePoint
     if not cfg.paths.run_dir and (run_dir := checkpoint_run_dir(path)) is not None:
         cfg.paths.run_dir = str(run_dir)
     config = resumed_config(cfg, saved, command_keys, path)
+    check_epochs(config, checkpoint, path)
     step = int(checkpoint.get("global_step", 0))
+    if note is None:
+        note = rollback_note(path, checkpoint, config)
     return ResumePoint(path, step, config, note, checkpoint.get(EPOCH_ROW_KEY))
+
+
+def epochs_begun(checkpoint: Mapping[str, Any]) -> int:
+    """Epochs the run had begun when `checkpoint` was written (a mid-epoch one counts its own)."""
+    progress = select(checkpoint, "loops.fit_loop.epoch_progress.current.started")
+    return int(progress) if progress is not None else int(checkpoint.get("epoch", 0)) + 1
+
+
+def check_epochs(config: DictConfig, checkpoint: Mapping[str, Any], path: Path) -> None:
+    """A resume can only go on: refuse a max_epochs below the epochs the run has begun."""
+    max_epochs, begun = config.trainer.get("max_epochs"), epochs_begun(checkpoint)
+    if max_epochs is not None and max_epochs != -1 and max_epochs < begun:
+        raise CheckpointError(
+            f"trainer.max_epochs={max_epochs} is below the {begun} epochs that {path} has "
+            f"already begun; a resumed run can only go on. Give trainer.max_epochs={begun} or "
+            "more, or leave it out to keep the run's own."
+        )
+
+
+def rollback_note(path: Path, checkpoint: Mapping[str, Any], config: DictConfig) -> str | None:
+    """What resuming from an earlier checkpoint than the run's last does, said before it does."""
+    last = path.parent / "last.ckpt"
+    if path.name == "last.ckpt" or not last.is_file():
+        return None
+    try:
+        last_begun = epochs_begun(load_checkpoint(last))
+    except CheckpointError:
+        return None
+    begun = epochs_begun(checkpoint)
+    if last_begun <= begun:
+        return None
+    return (
+        f"resuming from {path.name}, written in epoch {begun - 1}, not from the run's last "
+        f"checkpoint (epoch {last_begun - 1}): the epochs after {begun - 1} are trained again "
+        f"from there, up to trainer.max_epochs={config.trainer.get('max_epochs')}."
+    )

@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,44 @@ def test_a_resume_from_the_command_line_continues_the_run_as_it_was_configured(t
     )
     assert changed.returncode == 2
     assert "cannot change optimizer.lr=0.5" in changed.stderr
+
+
+@pytest.fixture
+def finished_run(tmp_path) -> Path:
+    """A run of 3 epochs, with a copy of its epoch-0 checkpoint beside its own."""
+    run_dir = tmp_path / "run"
+    common = [*QUICK, f"paths.run_dir={run_dir}", "trainer.enable_progress_bar=false"]
+    first = run_command("src.train", *common, "trainer.max_epochs=1")
+    assert first.returncode == 0, first.stderr[-2000:]
+    shutil.copy(run_dir / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "epoch0.ckpt")
+    rest = run_command(
+        "src.train", f"paths.run_dir={run_dir}", "ckpt_path=last", "trainer.max_epochs=3"
+    )
+    assert rest.returncode == 0, rest.stderr[-2000:]
+    return run_dir
+
+
+def test_a_resume_below_the_epochs_done_is_refused_in_one_line(finished_run):
+    done = run_command(
+        "src.train", f"paths.run_dir={finished_run}", "ckpt_path=last", "trainer.max_epochs=1"
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "trainer.max_epochs=1 is below the 3 epochs" in line
+    assert "trainer.max_epochs=3 or more" in line
+
+
+def test_ckpt_path_best_on_a_resume_is_refused_and_a_named_file_says_what_it_does(finished_run):
+    refused = run_command("src.train", f"paths.run_dir={finished_run}", "ckpt_path=best")
+    assert refused.returncode == 2
+    assert "Continue the run with ckpt_path=last" in refused.stderr
+    assert f"ckpt_path={finished_run / 'checkpoints' / 'best.ckpt'}" in refused.stderr
+
+    epoch0 = finished_run / "checkpoints" / "epoch0.ckpt"
+    named = run_command("src.train", f"ckpt_path={epoch0}", "trainer.max_epochs=3")
+    assert named.returncode == 0, named.stderr[-2000:]
+    assert "resuming from epoch0.ckpt, written in epoch 0, not from the run's last" in named.stdout
+    assert "the epochs after 0 are trained again from there, up to trainer.max_epochs=3" in (
+        named.stdout
+    )
+    assert json.loads((finished_run / "metrics.json").read_text())["epochs"] == 3
