@@ -15,6 +15,8 @@ config is then refused; its job logging would also write one log per DDP rank.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import os
 import secrets
 import shutil
@@ -27,6 +29,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.config.errors import ConfigError
+
+log = logging.getLogger("seqlab")
 
 RUN_DIR_ENV_VAR = "SEQLAB_RUN_DIR"
 CHECKPOINT_DIRNAME = "checkpoints"
@@ -78,16 +82,65 @@ def create_run_dir(cfg: DictConfig, *, resuming: bool = False) -> Path:
     target = Path(cfg.paths.run_dir or _hydra_multirun_dir() or cfg.paths.output_dir)
     _check_free_space(target, cfg.paths.get("min_free_mb") or 0)
     try:
-        run_dir = _make_run_dir(cfg, resuming)
+        run_dir = _make_run_dir(cfg)
         _check_writable(run_dir)
+        _claim(run_dir)
     except OSError as error:
         raise ConfigError(
             f"cannot write the run directory {error.filename or target}: "
             f"{error.strerror or error}. Set paths.output_dir (or paths.run_dir) to a directory "
             "you can write."
         ) from None
+    if cfg.paths.run_dir and not resuming:
+        _check_free_to_start(run_dir)
     os.environ[RUN_DIR_ENV_VAR] = str(run_dir)
     return run_dir
+
+
+# Open lock files of the run directories this process has claimed, by directory.
+_CLAIMS: dict[Path, int] = {}
+LOCK_FILE = ".seqlab.lock"
+
+
+def _claim(run_dir: Path) -> None:
+    """Hold an exclusive lock on the run directory for as long as this process runs in it, so
+    that two runs started at once at one `paths.run_dir` can never both go on. The kernel drops
+    the lock when the process ends, however it ends: no stale lock survives a kill."""
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(
+            f"{run_dir} is in use by another run right now. Wait for it to end, or give this "
+            "run another paths.run_dir (or none, for a fresh directory under "
+            "paths.output_dir/runs)."
+        ) from None
+    _CLAIMS[run_dir] = fd
+
+
+def release(run_dir: Path) -> None:
+    """Let go of the run directory (the lock file stays: unlinking it would race a waiter)."""
+    fd = _CLAIMS.pop(run_dir, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def _check_free_to_start(run_dir: Path) -> None:
+    """A new run may start in a given run directory unless a run there got as far as a
+    checkpoint: one that died before its first is started again in the same place."""
+    if holds_a_run(run_dir):
+        release(run_dir)
+        raise ConfigError(
+            f"paths.run_dir={run_dir} already holds a run; a new run would overwrite it. "
+            f"Resume it with paths.run_dir={run_dir} ckpt_path=last, or choose another "
+            "paths.run_dir (or none, for a fresh directory under paths.output_dir/runs)."
+        )
+    if (run_dir / "config.yaml").exists():
+        log.warning(
+            "%s holds a run that stopped before its first checkpoint; starting it again there",
+            run_dir,
+        )
 
 
 # The run directories this process made (not Hydra, not the user): those it may take back.
@@ -104,6 +157,7 @@ def _make_parents(directory: Path) -> None:
 
 def discard_if_made_here(run_dir: Path) -> None:
     """Remove a run directory this process made, when the run is refused before it starts."""
+    release(run_dir)
     if run_dir in _MADE_HERE:
         shutil.rmtree(run_dir, ignore_errors=True)
         _MADE_HERE.discard(run_dir)
@@ -113,25 +167,21 @@ def discard_if_made_here(run_dir: Path) -> None:
         _PARENTS_MADE_HERE.clear()
 
 
-def _make_run_dir(cfg: DictConfig, resuming: bool) -> Path:
-    run_dir = _choose_run_dir(cfg, resuming)
+def _make_run_dir(cfg: DictConfig) -> Path:
+    run_dir = _choose_run_dir(cfg)
     if not run_dir.exists():
         _make_parents(run_dir.parent)
-        run_dir.mkdir()
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            return run_dir  # a run started at the same moment made it: the claim decides
         _MADE_HERE.add(run_dir)
     return run_dir
 
 
-def _choose_run_dir(cfg: DictConfig, resuming: bool) -> Path:
+def _choose_run_dir(cfg: DictConfig) -> Path:
     if cfg.paths.run_dir:
-        run_dir = Path(cfg.paths.run_dir)
-        if not resuming and holds_a_run(run_dir):
-            raise ConfigError(
-                f"paths.run_dir={run_dir} already holds a run; a new run would overwrite it. "
-                f"Resume it with paths.run_dir={run_dir} ckpt_path=last, or choose another "
-                "paths.run_dir (or none, for a fresh directory under paths.output_dir/runs)."
-            )
-        return run_dir
+        return Path(cfg.paths.run_dir)
     if (multirun_dir := _hydra_multirun_dir()) is not None:
         return multirun_dir
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
@@ -149,9 +199,10 @@ def _choose_run_dir(cfg: DictConfig, resuming: bool) -> Path:
 
 
 def holds_a_run(run_dir: Path) -> bool:
+    """Whether a run in `run_dir` got as far as a checkpoint or its final metrics."""
     checkpoints = run_dir / CHECKPOINT_DIRNAME
-    return (run_dir / "config.yaml").exists() or (
-        checkpoints.is_dir() and any(checkpoints.iterdir())
+    return (run_dir / "metrics.json").exists() or (
+        checkpoints.is_dir() and any(checkpoints.glob("*.ckpt"))
     )
 
 

@@ -32,6 +32,7 @@ from src.tracking.run_dir import (
     create_run_dir,
     discard_if_made_here,
     is_launch_rank_zero,
+    release,
 )
 from src.training.callbacks import BatchSeeding, EpochRowInCheckpoints, EpochTimer, EvaluatedSamples
 from src.training.checkpoints import AtomicCheckpointIO
@@ -168,6 +169,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg)
 
     run_dir = create_run_dir(cfg, resuming=resume is not None)
+    try:
+        return _run_in(run_dir, cfg, module, datamodule, resume, threads)
+    finally:
+        release(run_dir)
+
+
+def _run_in(
+    run_dir: Path,
+    cfg: DictConfig,
+    module: SequenceModule,
+    datamodule: L.LightningDataModule,
+    resume: ResumePoint | None,
+    threads: int,
+) -> dict[str, Any]:
     # Under DDP only global rank 0 writes files; the other ranks log to stdout.
     writes_files = is_launch_rank_zero()
     setup_logging(run_dir if writes_files else None)
