@@ -83,3 +83,6 @@ def test_a_quick_run_from_the_command_line_leaves_its_metrics(tmp_path: Path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and 0 <= metrics["test/tolerance_accuracy"] <= 1
     assert "test/tolerance_accuracy" in done.stdout  # the summary at the end
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "lightning.pytorch" in log  # Lightning's own lines reach the run's log
+    assert "test/tolerance_accuracy" in log and "tested checkpoint" in log

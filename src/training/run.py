@@ -43,6 +43,7 @@ from src.training.signals import GracefulStop
 from src.training.threads import configure_threads
 
 log = logging.getLogger("seqlab")
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
 
 
 def setup_logging(run_dir: Path | None) -> None:
@@ -60,6 +61,21 @@ def setup_logging(run_dir: Path | None) -> None:
         handler.seqlab = True  # type: ignore[attr-defined]
         handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s] %(message)s", "%H:%M:%S"))
         root.addHandler(handler)
+    # Lightning gives its loggers a console handler of their own, and stops them propagating,
+    # when it is imported before any handler exists: its lines then missed train.log.
+    for name in LIGHTNING_LOGGERS:
+        lightning_logger = logging.getLogger(name)
+        for handler in list(lightning_logger.handlers):
+            lightning_logger.removeHandler(handler)
+        lightning_logger.propagate = True
+
+
+def log_to_file(text: str) -> None:
+    """Add `text` to train.log only (it has been printed already)."""
+    record = logging.LogRecord("seqlab", logging.INFO, __file__, 0, text, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and getattr(handler, "seqlab", False):
+            handler.handle(record)
 
 
 def save_config(cfg: DictConfig, run_dir: Path, *, with_overrides: bool = True) -> None:
@@ -153,6 +169,7 @@ def print_summary(cfg: DictConfig, results: dict[str, Any], run_dir: Path) -> No
     lines.append(f"  {'run directory':<28} {run_dir}")
     lines.append(f"  {'tested checkpoint':<28} {results['test_checkpoint'] or '(final weights)'}")
     print("\n".join(lines), flush=True)
+    log_to_file("\n".join(lines))
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
