@@ -15,6 +15,7 @@ from src.config import config_groups
 
 HINT_PREFIX = "seqlab: config error: "
 HELP_FLAGS = ("--help", "-h")
+RESUME_HINT = {"src.train": " (with paths.run_dir=<its run directory> ckpt_path=last to resume)"}
 
 
 def help_text(command: str, usage: str) -> str:
@@ -38,6 +39,15 @@ def run_main(main: Callable[[], object], command: str, config_name: str, usage: 
         return
     try:
         main()
+    except KeyboardInterrupt:
+        # A run in training saves and stops on the first Ctrl+C (training/signals.py); this is a
+        # Ctrl+C anywhere else, or the second one. Every file is written atomically.
+        print(
+            f"seqlab: interrupted (Ctrl+C); no file is left half-written. Run the same command "
+            f"again to go on{RESUME_HINT.get(command, '')}.",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
     except SystemExit as done:
         if done.code == 1:  # Hydra's status for a config it could not compose
             from src.config.hints import unknown_override_messages

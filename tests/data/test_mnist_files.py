@@ -382,3 +382,36 @@ def test_real_mnist_from_local_mirror(tmp_path: Path) -> None:
     assert load_images(paths["t10k-images-idx3-ubyte.gz"]).shape == (10000, 28, 28)
     assert load_labels(paths["train-labels-idx1-ubyte.gz"]).shape == (60000,)
     shutil.rmtree(tmp_path)
+
+
+def test_ctrl_c_while_prepare_fetches_ends_in_one_line_and_leaves_nothing(
+    server: Server, tmp_path: Path
+) -> None:
+    server.plan["stall"] = ["stall"]
+    raw_dir = tmp_path / "data" / "mnist" / "raw"
+    env = {k: v for k, v in os.environ.items() if k != MIRROR_ENV_VAR}
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "src.prepare",
+            "data=mnist",
+            f"data.mirrors=[{server.url('stall')}]",
+            f"paths.data_dir={tmp_path / 'data'}",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    for _ in range(3000):  # bounded: up to a minute for the command to start fetching
+        if (raw_dir.is_dir() and any(raw_dir.glob(".*.part"))) or child.poll() is not None:
+            break
+        time.sleep(0.02)
+    assert child.poll() is None, child.communicate()[1].decode()
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130
+    assert "Traceback" not in stderr.decode()
+    assert stderr.decode().strip().splitlines()[-1].startswith("seqlab: interrupted (Ctrl+C)")
+    assert list(raw_dir.iterdir()) == []
