@@ -28,7 +28,7 @@ def main(cfg: DictConfig) -> None:
 
 def cli() -> None:
     """The console script `seqlab-eval`."""
-    run_main(main, "src.eval", "eval", __doc__ or "")
+    run_main(main, "src.eval", "eval", __doc__ or "", of_a_checkpoint=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> None:
 
 def cli() -> None:
     """The console script `seqlab-predict`."""
-    run_main(main, "src.predict", "predict", __doc__ or "")
+    run_main(main, "src.predict", "predict", __doc__ or "", of_a_checkpoint=True)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
 
 from src.config import config_groups
 
@@ -31,9 +35,57 @@ def help_text(command: str, usage: str) -> str:
     return "\n".join(lines)
 
 
-def run_main(main: Callable[[], object], command: str, config_name: str, usage: str) -> None:
-    """Run a @hydra.main function as the command `command` (src.train, ...)."""
+def checkpoint_choices(argv: Sequence[str]) -> list[str]:
+    """`argv` with the checkpoint's own task and cell (`data=...`, `model=...`) where it names
+    none, so that eval and predict compose, and check every override against, the config the
+    checkpoint was trained with rather than conf/'s defaults."""
+    values = dict(arg.split("=", 1) for arg in argv if "=" in arg and not arg.startswith("-"))
+    ckpt_path, run_dir = values.get("ckpt_path"), values.get("paths.run_dir")
+    if not ckpt_path:
+        return list(argv)
+    path = Path(run_dir or ".") / "checkpoints" / f"{ckpt_path}.ckpt"
+    if ckpt_path not in ("best", "last"):
+        path = Path(ckpt_path)
+    saved = _saved_config(path)
+    choices = {"data": ("data", "name"), "model": ("model", "cell")}
+    added = [
+        f"{group}={saved[node][key]}"
+        for group, (node, key) in choices.items()
+        if group not in values and isinstance(saved.get(node), dict) and key in saved[node]
+    ]
+    return [*argv, *added]
+
+
+def _saved_config(path: Path) -> dict[str, Any]:
+    """The config of the run that wrote the checkpoint at `path`; {} when there is none to read
+    (the command then says why, in its own words)."""
+    config_file = path.parent.parent / "config.yaml"
+    try:
+        if path.parent.name == "checkpoints" and config_file.is_file():
+            loaded = OmegaConf.to_container(OmegaConf.load(config_file))
+        else:
+            from src.training.checkpoints import checkpoint_config, load_checkpoint
+
+            loaded = checkpoint_config(load_checkpoint(path), path)
+    except Exception:  # unreadable in any way: restore_run reports it in one line
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def run_main(
+    main: Callable[[], object],
+    command: str,
+    config_name: str,
+    usage: str,
+    *,
+    of_a_checkpoint: bool = False,
+) -> None:
+    """Run a @hydra.main function as the command `command` (src.train, ...); a command
+    `of_a_checkpoint` (eval, predict) composes with the checkpoint's own task and cell."""
     argv: Sequence[str] = sys.argv[1:]
+    if of_a_checkpoint and not any(flag in argv for flag in HELP_FLAGS):
+        argv = checkpoint_choices(argv)
+        sys.argv[1:] = argv
     if any(flag in argv for flag in HELP_FLAGS):
         print(help_text(command, usage))
         return

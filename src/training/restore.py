@@ -27,12 +27,15 @@ from src.training.checkpoints import (
     checkpoint_run_dir,
     load_checkpoint,
     resolve_checkpoint,
+    select,
 )
 from src.training.run import build_module
 
 SPLITS = ("train", "val", "test")
 # Keys of conf/eval.yaml and conf/predict.yaml themselves, not of the trained run's config.
 COMMAND_KEYS = ("ckpt_path", "split", "output", "output_dir", "paths.run_dir")
+# The group choices a checkpoint's config records, by the key that names them.
+CHOICE_KEYS = {"data": "name", "model": "cell"}
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ def apply_overrides(saved: DictConfig, command: DictConfig, overrides: list[str]
         if override.is_delete():
             _delete(saved, key)
             continue
+        if key in CHOICE_KEYS and override.value() == select(saved, f"{key}.{CHOICE_KEYS[key]}"):
+            continue  # the run's own task or cell: its values stay as trained
         value: Any = OmegaConf.select(command, key)
         if isinstance(value, DictConfig):
             value = OmegaConf.to_container(value, resolve=True)

@@ -101,3 +101,42 @@ def test_eval_of_a_file_that_is_no_checkpoint_ends_with_one_line_and_status_2():
     assert done.stderr.strip().splitlines() == [
         "seqlab: config error: README.md is not a readable PyTorch checkpoint."
     ]
+
+
+@pytest.fixture
+def pixel_mnist_run(compose_cfg, tmp_path) -> Path:
+    """A run of pixel-by-pixel MNIST (784 steps), on small fake digits."""
+    mirror = tmp_path / "mirror"
+    checksums = write_fake_mnist(mirror)
+    run_dir = tmp_path / "pixel"
+    cfg = compose_cfg(
+        "profile=quick",
+        "experiment=mnist_pixel",
+        f"data.local_mirror={mirror}",
+        "data.val_size=50",
+        "data.batch_size=50",
+        "model.hidden_size=4",
+        "trainer.max_epochs=1",
+        f"paths.run_dir={run_dir}",
+    )
+    with open_dict(cfg):
+        cfg.data.checksums = checksums
+    train(cfg)
+    return run_dir
+
+
+def test_eval_checks_overrides_against_the_checkpoints_own_config(pixel_mnist_run):
+    best = pixel_mnist_run / "checkpoints" / "best.ckpt"
+    # data.val_size is an MNIST key: conf/'s default task (multiply) has none.
+    done = run_command("src.eval", f"ckpt_path={best}", "data.val_size=100", "split=val")
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = json.loads((pixel_mnist_run / "eval" / "best-val" / "metrics.json").read_text())
+    # The checkpoint's own task and cell are what the command composed with.
+    assert written["overrides"] == ["data.val_size=100", "split=val", "data=mnist", "model=gru"]
+
+    # Naming the checkpoint's own task keeps its values: still 784 steps of one pixel.
+    again = run_command("src.predict", f"ckpt_path={best}", "data=mnist")
+    assert again.returncode == 0, again.stderr[-2000:]
+    unknown = run_command("src.eval", f"ckpt_path={best}", "data.seq_len=10")
+    assert unknown.returncode == 1
+    assert "data has no key 'seq_len'" in unknown.stderr and "val_size" in unknown.stderr
