@@ -63,10 +63,11 @@ def _saved_config(path: Path) -> dict[str, Any]:
     try:
         if path.parent.name == "checkpoints" and config_file.is_file():
             loaded = OmegaConf.to_container(OmegaConf.load(config_file))
-        else:
-            from src.training.checkpoints import checkpoint_config, load_checkpoint
+        else:  # a checkpoint outside its run directory holds the config itself
+            import torch
 
-            loaded = checkpoint_config(load_checkpoint(path), path)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            loaded = checkpoint.get("hyper_parameters", {})
     except Exception:  # unreadable in any way: restore_run reports it in one line
         return {}
     return loaded if isinstance(loaded, dict) else {}
