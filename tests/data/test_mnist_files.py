@@ -318,7 +318,15 @@ def fetch_in_child_until_part_written(raw_dir: Path, mirror: str) -> subprocess.
         cwd=REPO,
         stderr=subprocess.PIPE,
     )
-    for _ in range(1000):  # bounded: fails below rather than hangs if no part ever appears
+    return wait_until_part_written(child, raw_dir)
+
+
+def wait_until_part_written(
+    child: subprocess.Popen[bytes], raw_dir: Path, seconds: float = 20
+) -> subprocess.Popen[bytes]:
+    """`child`, once it has made a temporary file in `raw_dir` (bounded: fails rather than
+    hangs if none ever appears)."""
+    for _ in range(int(seconds / 0.02)):
         if (raw_dir.is_dir() and any(raw_dir.glob(".*.part"))) or child.poll() is not None:
             break
         time.sleep(0.02)
@@ -404,11 +412,7 @@ def test_ctrl_c_while_prepare_fetches_ends_in_one_line_and_leaves_nothing(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    for _ in range(3000):  # bounded: up to a minute for the command to start fetching
-        if (raw_dir.is_dir() and any(raw_dir.glob(".*.part"))) or child.poll() is not None:
-            break
-        time.sleep(0.02)
-    assert child.poll() is None, child.communicate()[1].decode()
+    wait_until_part_written(child, raw_dir, seconds=60)  # the command imports first
     child.send_signal(signal.SIGINT)
     _, stderr = child.communicate(timeout=60)
     assert child.returncode == 130
