@@ -6,6 +6,7 @@
     python -m src.train model=gru data=mnist               # sequential MNIST, rows
     python -m src.train profile=quick                      # 2 short epochs: does it all run?
     python -m src.train -m model=rnn,lstm,gru seed=1,2,3   # a sweep, one job per combination
+    python -m src.sweeps.rerun outputs/multirun/<time>     # its failed jobs, run again
     python -m src.train paths.run_dir=<run dir> ckpt_path=last   # resume an interrupted run
     python -m src.train --cfg job                          # print the composed config
 
@@ -20,6 +21,8 @@ loggers, plots); src/config checks the config and explains mistakes.
 
 from __future__ import annotations
 
+from typing import Any
+
 import hydra
 from omegaconf import DictConfig
 
@@ -27,10 +30,16 @@ from src.config import CONF_DIR
 from src.config.checks import check_config
 from src.config.cli import run_main
 from src.config.errors import exit_on_user_error
+from src.sweeps.jobs import FailedJob, run_job
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | FailedJob | None:
+    """The metric sweepers optimize; in a multirun, a failed job's record instead."""
+    return run_job(cfg, checked_run)
+
+
+def checked_run(cfg: DictConfig) -> dict[str, Any]:
     with exit_on_user_error():
         check_config(cfg)
         # Only a run that trains pays for Lightning's import.
@@ -38,10 +47,7 @@ def main(cfg: DictConfig) -> float | None:
         from src.training.run import train
 
         with exit_on_run_failure():
-            results = train(cfg)
-    metric = cfg.get("optimized_metric")
-    value = results.get(f"best_{metric}", results.get(metric))
-    return float(value) if value is not None else None
+            return train(cfg)
 
 
 def cli() -> None:

@@ -206,21 +206,41 @@ class InterruptAtEpoch(L.Callback):
 class SignalAtBatch(L.Callback):
     """Send this process a real signal when training reaches batch `batch` of epoch `epoch`:
     the handlers installed for it run exactly as for a signal from outside, at a known point.
-    Only in a fresh fit: the resumed run, whose config holds this callback too, goes on."""
+    Only in a fresh fit: the resumed run, whose config holds this callback too, goes on. With a
+    `marker` file, only once (the first job of a sweep, not the next ones)."""
 
-    def __init__(self, epoch: int, batch: int, signum: int, rank: int | None = None) -> None:
+    def __init__(
+        self,
+        epoch: int,
+        batch: int,
+        signum: int,
+        rank: int | None = None,
+        marker: str | None = None,
+    ) -> None:
         self.epoch = epoch
         self.batch = batch
         self.signum = signum
         self.rank = rank  # under DDP: signal only this rank (None: every rank)
+        self.marker = Path(marker) if marker else None
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         here = (trainer.current_epoch, batch_idx) == (self.epoch, self.batch)
         this_rank = self.rank is None or trainer.global_rank == self.rank
-        if trainer.ckpt_path is None and here and this_rank:
+        if trainer.ckpt_path is None and here and this_rank and self._first():
             os.kill(os.getpid(), self.signum)
+
+    def _first(self) -> bool:
+        """Whether no job has signalled yet: the marker's exclusive creation picks one, even
+        among jobs that run at once."""
+        if self.marker is None:
+            return True
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return False
+        return True
 
 
 class SetLearningRate(L.Callback):

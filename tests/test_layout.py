@@ -20,7 +20,7 @@ LAYERS = {
     "src.data": {"src.atomic", "src.config"},
     "src.models": {"src.atomic", "src.config", "src.data"},
     "src.tracking": {"src.atomic", "src.config", "src.data", "src.models"},
-    "src.sweeps": {"src.atomic"},
+    "src.sweeps": {"src.atomic", "src.config"},
     "src.training": {"src.atomic", "src.config", "src.data", "src.models", "src.tracking"},
     "src.report": {
         "src.atomic",

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from src.config.errors import ConfigError
+from src.config.errors import ConfigError, SweepError
 
 MNIST_TRAIN_SIZE = 60_000
 # numpy's and Lightning's seeds are 32-bit; torch.Generator's 64-bit.
@@ -70,6 +70,7 @@ RULES = (
     choice("data.mode", *MNIST_MODES),
     Rule("seed", int, between(0, MAX_SEED), f"in [0, {MAX_SEED}]"),
     Rule("num_threads", int, size, SIZE + " (or null for torch's default)", nullable=True),
+    Rule("sweep.fail_fast", bool),
     choice("model.cell", *CELLS),
     Rule("model.input_size", int, size, SIZE),
     Rule("model.output_size", int, size, SIZE),
@@ -235,7 +236,7 @@ def check_sweep(cfg: DictConfig) -> None:
         return
     expected = DIRECTION_OF_MODE[cfg.data.monitor_mode]
     if str(sweeper.direction) != expected:
-        raise ConfigError(
+        raise SweepError(
             f"hydra.sweeper.direction={sweeper.direction} but {cfg.data.monitor} improves with "
             f"data.monitor_mode={cfg.data.monitor_mode}: set hydra.sweeper.direction={expected}, "
             "or use the hparams_search preset of this task (multiply_optuna, mnist_optuna)."

@@ -16,10 +16,17 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from src.config import config_groups
+from src.config.errors import CommandFailed
 
 HINT_PREFIX = "seqlab: config error: "
 HELP_FLAGS = ("--help", "-h")
 RESUME_HINT = {"src.train": " (with paths.run_dir=<its run directory> ckpt_path=last to resume)"}
+# The command run_main runs now (`src.train`, ...), for a sweep's plan of how to run it again.
+_running: list[str] = []
+
+
+def running_command() -> str:
+    return _running[-1] if _running else "src.train"
 
 
 def help_text(command: str, usage: str) -> str:
@@ -90,6 +97,7 @@ def run_main(
     if any(flag in argv for flag in HELP_FLAGS):
         print(help_text(command, usage))
         return
+    _running.append(command)
     try:
         main()
     except KeyboardInterrupt:
@@ -101,6 +109,8 @@ def run_main(
             file=sys.stderr,
         )
         raise SystemExit(130) from None
+    except CommandFailed:
+        raise  # explained on stderr already
     except SystemExit as done:
         if done.code == 1:  # Hydra's status for a config it could not compose
             from src.config.hints import unknown_override_messages
@@ -108,3 +118,5 @@ def run_main(
             for line in unknown_override_messages(config_name, argv):
                 print(HINT_PREFIX + line, file=sys.stderr)
         raise
+    finally:
+        _running.pop()

@@ -1,11 +1,15 @@
-"""One table of a sweep: every job's overrides and final metrics, and their spread over seeds.
+"""One table of a sweep: every job's status, overrides and final metrics, and their spread over
+seeds.
 
     python -m src.sweeps.summary outputs/multirun/<time>      # any existing sweep directory
 
-Hydra runs the same after every multirun (`SweepSummary`, configured in conf/hydra/default.yaml).
-Written into the sweep directory:
+The same is written after every job and when the multirun ends (`SweepSummary`, configured in
+conf/hydra/default.yaml). Every job the sweep was to run is listed (sweep_plan.yaml): done,
+failed with its reason (failure.json), incomplete (it started and left no result: killed, or
+still running), or never started. Written into the sweep directory:
 
-    sweep_summary.csv           one row per job: its overrides and the numbers in metrics.json
+    sweep_summary.csv           one row per job: status, reason, overrides, the numbers of
+                                metrics.json
     sweep_summary_grouped.csv   per combination of overrides other than `seed`: the number of
                                 jobs, and mean and standard deviation of every metric
     sweep_summary.md            both tables, and the best job
@@ -23,20 +27,26 @@ import json
 import math
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from src.atomic import atomic_write_text
+from src.sweeps.plan import SweepPlan, read_plan
+from src.sweeps.records import FAILURE_FILE, read_failure
 
 # Overrides whose values are replicates of one experiment, averaged over in the grouped table.
 REPLICATE_KEYS = ("seed",)
 # Metrics shown in the Markdown tables (the CSV files hold every number of metrics.json).
 SHOWN_METRIC_PREFIXES = ("test/", "best_", "train_epoch_seconds")
+# Files that show a job directory holds (or held) a job of the sweep.
+JOB_FILES = ("overrides.yaml", FAILURE_FILE, "config.yaml", "metrics.json")
+DONE, FAILED, INCOMPLETE, NEVER_STARTED = "done", "failed", "incomplete", "never started"
+RERUN_COMMAND = "python -m src.sweeps.rerun"
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,8 @@ class Job:
     overrides: dict[str, str]
     # The numbers of metrics.json; empty when it is missing (the job failed or is running).
     metrics: dict[str, float]
+    status: str = DONE
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,22 +88,75 @@ def _job_order(directory: Path) -> tuple[int, str]:
     return (int(directory.name), "") if directory.name.isdigit() else (sys.maxsize, directory.name)
 
 
-def load_jobs(sweep_dir: Path) -> list[Job]:
-    """Every job directory of the sweep (one that holds overrides.yaml), in job order."""
-    jobs = []
-    for directory in sorted((p.parent for p in sweep_dir.glob("*/overrides.yaml")), key=_job_order):
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    found = {p.parent for name in JOB_FILES for p in sweep_dir.glob(f"*/{name}")}
+    return sorted(found, key=_job_order)
+
+
+def _metrics(directory: Path) -> dict[str, float]:
+    try:
+        raw = json.loads((directory / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {
+        key: float(value)
+        for key, value in raw.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+
+def _load_job(directory: Path) -> Job:
+    failure = read_failure(directory)
+    override_list = failure.overrides if failure is not None else []
+    if (directory / "overrides.yaml").is_file():
         override_list = [str(o) for o in OmegaConf.load(directory / "overrides.yaml")]
-        metrics_file = directory / "metrics.json"
-        raw = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-        numbers = {
-            key: float(value)
-            for key, value in raw.items()
-            if isinstance(value, int | float) and not isinstance(value, bool)
-        }
+    metrics = _metrics(directory)
+    # A job run again removes its failure.json first: one still there is its latest outcome.
+    if failure is not None:
+        status, reason = FAILED, failure.reason
+    elif metrics:
+        status, reason = DONE, ""
+    else:
+        status, reason = INCOMPLETE, "no metrics.json: killed, or still running"
+    return Job(
+        directory.name,
+        directory,
+        override_list,
+        parse_overrides(override_list),
+        metrics,
+        status,
+        reason,
+    )
+
+
+def _never_started(sweep_dir: Path, plan: SweepPlan, started: set[str]) -> list[Job]:
+    jobs = []
+    for number in range(plan.planned or 0):
+        if str(number) in started:
+            continue
+        override_list = plan.jobs[number] if plan.jobs is not None else []
+        directory = sweep_dir / str(number)
         jobs.append(
-            Job(directory.name, directory, override_list, parse_overrides(override_list), numbers)
+            Job(
+                str(number),
+                directory,
+                override_list,
+                parse_overrides(override_list),
+                {},
+                NEVER_STARTED,
+            )
         )
     return jobs
+
+
+def load_jobs(sweep_dir: Path) -> list[Job]:
+    """Every job of the sweep, in job order: those that left files, and those of its plan
+    that never started."""
+    jobs = [_load_job(directory) for directory in _job_dirs(sweep_dir)]
+    plan = read_plan(sweep_dir)
+    if plan is not None:
+        jobs += _never_started(sweep_dir, plan, {job.name for job in jobs})
+    return sorted(jobs, key=lambda job: _job_order(job.directory))
 
 
 def _ordered_keys(dicts: Sequence[dict[str, Any]]) -> list[str]:
@@ -107,13 +172,14 @@ def job_table(jobs: Sequence[Job]) -> Table:
     rows = [
         [
             job.name,
-            "done" if job.metrics else "no metrics.json",
+            job.status,
+            job.reason,
             *(job.overrides.get(key, "") for key in override_keys),
             *(job.metrics.get(key, "") for key in metric_keys),
         ]
         for job in jobs
     ]
-    return Table(["job", "status", *override_keys, *metric_keys], rows)
+    return Table(["job", "status", "reason", *override_keys, *metric_keys], rows)
 
 
 def grouped_table(jobs: Sequence[Job]) -> Table:
@@ -182,29 +248,45 @@ def _shown(column: str) -> bool:
     return column.startswith(SHOWN_METRIC_PREFIXES)
 
 
+def _status_cell(job: Job) -> str:
+    return f"{job.status}: {job.reason}" if job.status == FAILED else job.status
+
+
 def to_markdown(jobs: Sequence[Job], grouped: Table, best: Best | None, title: str) -> str:
+    known = [job for job in jobs if job.override_list] or list(jobs)
     varying = [
         key
-        for key in _ordered_keys([job.overrides for job in jobs])
-        if len({job.overrides.get(key) for job in jobs}) > 1
+        for key in _ordered_keys([job.overrides for job in known])
+        if len({job.overrides.get(key) for job in known}) > 1
     ]
-    common = [f"`{k}={v}`" for k, v in jobs[0].overrides.items() if k not in varying]
+    common = [f"`{k}={v}`" for k, v in known[0].overrides.items() if k not in varying]
     metric_keys = [k for k in sorted(_ordered_keys([job.metrics for job in jobs])) if _shown(k)]
-    job_rows = []
-    for job in jobs:
-        metrics = [job.metrics.get(key, "") for key in metric_keys]
-        if not job.metrics:
-            metrics = ["(no metrics.json)"] + [""] * (len(metric_keys) - 1)
-        job_rows.append([job.name, *(job.overrides.get(key, "") for key in varying), *metrics])
+    job_rows = [
+        [
+            job.name,
+            _status_cell(job),
+            *(job.overrides.get(key, "") for key in varying),
+            *(job.metrics.get(key, "") for key in metric_keys),
+        ]
+        for job in jobs
+    ]
     parts = [f"# Sweep {title}", ""]
     if common:
         parts += [f"Overrides of every job: {', '.join(common)}", ""]
     parts += [
-        f"## Jobs ({len(jobs)})",
+        f"## Jobs ({count_line(jobs)})",
         "",
-        _markdown(["job", *varying, *metric_keys], job_rows),
+        _markdown(["job", "status", *varying, *metric_keys], job_rows),
         "",
     ]
+    failed = [job for job in jobs if job.status == FAILED]
+    if failed:
+        parts += ["## Why jobs failed", ""]
+        for job in failed:
+            record = read_failure(job.directory)
+            message = record.message if record is not None else job.reason
+            parts.append(f"- job {job.name} ({job.reason}): {message}")
+        parts.append("")
 
     group_keys = [c for c in grouped.columns[: grouped.columns.index("jobs")] if c in varying]
     shown = [k for k in metric_keys if f"{k} mean" in grouped.columns]
@@ -234,11 +316,11 @@ def to_markdown(jobs: Sequence[Job], grouped: Table, best: Best | None, title: s
     return "\n".join(parts)
 
 
-def summarize(sweep_dir: Path) -> Best | None:
-    """Write the summary files into `sweep_dir`; return the best job, if any."""
+def summarize(sweep_dir: Path) -> tuple[list[Job], Best | None]:
+    """Write the summary files into `sweep_dir`; return its jobs and the best one, if any."""
     jobs = load_jobs(sweep_dir)
     if not jobs:
-        raise FileNotFoundError(f"no job directories with overrides.yaml in {sweep_dir}")
+        raise FileNotFoundError(f"no job directories in {sweep_dir}")
     grouped = grouped_table(jobs)
     best = find_best(jobs)
     atomic_write_text(sweep_dir / "sweep_summary.csv", to_csv(job_table(jobs)))
@@ -252,11 +334,56 @@ def summarize(sweep_dir: Path) -> Best | None:
         atomic_write_text(
             sweep_dir / "best_overrides.yaml", OmegaConf.to_yaml(best.job.override_list)
         )
-    return best
+    return jobs, best
 
 
-def report(sweep_dir: Path, best: Best | None) -> None:
-    print(f"seqlab: sweep summary in {sweep_dir}/sweep_summary.{{md,csv}}", flush=True)
+def summarize_quietly(sweep_dir: Path) -> None:
+    """The summary as it stands, between jobs: a failure to write it never fails a job."""
+    try:
+        summarize(sweep_dir)
+    except Exception as error:  # the job's own outcome is what counts here
+        print(f"seqlab: could not update the sweep summary: {error}", file=sys.stderr)
+
+
+def count_line(jobs: Sequence[Job]) -> str:
+    """`6 jobs: 3 done, 2 failed, 1 never started`."""
+    counts = Counter(job.status for job in jobs)
+    parts = [f"{counts[s]} {s}" for s in (DONE, FAILED, INCOMPLETE, NEVER_STARTED) if counts[s]]
+    return f"{len(jobs)} job{'s' * (len(jobs) != 1)}: {', '.join(parts)}"
+
+
+def _brace(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else "{" + ",".join(names) + "}"
+
+
+def outcome_line(sweep_dir: Path, jobs: Sequence[Job]) -> str | None:
+    """The sweep's last line when a job did not finish: how many, why, their logs, and the
+    command that runs them again; None when every job is done."""
+    unfinished = [job for job in jobs if job.status != DONE]
+    if not unfinished:
+        return None
+    failed = [job for job in unfinished if job.status == FAILED]
+    reasons = Counter(job.reason for job in failed)
+    parts = []
+    if failed:
+        why = ", ".join(f"{n} {reason}" for reason, n in reasons.items())
+        parts.append(f"{len(failed)} of {len(jobs)} jobs failed ({why})")
+    for status in (INCOMPLETE, NEVER_STARTED):
+        if n := sum(job.status == status for job in unfinished):
+            parts.append(f"{n} {status}" if parts else f"{n} of {len(jobs)} jobs {status}")
+    logged = [job.name for job in unfinished if (job.directory / "train.log").is_file()]
+    logs = f"; logs: {sweep_dir}/{_brace(logged)}/train.log" if logged else ""
+    return (
+        f"seqlab: {', '.join(parts)}{logs}; why each failed: {sweep_dir / 'sweep_summary.md'}; "
+        f"run them again: {RERUN_COMMAND} {sweep_dir}"
+    )
+
+
+def report(sweep_dir: Path, jobs: Sequence[Job], best: Best | None) -> None:
+    print(
+        f"seqlab: sweep summary ({count_line(jobs)}) in {sweep_dir}/sweep_summary.{{md,csv}}",
+        flush=True,
+    )
     if best is not None:
         print(
             f"seqlab: best job {best.job.name}: {best.metric} = {best.value:.6g} with "
@@ -266,14 +393,17 @@ def report(sweep_dir: Path, best: Best | None) -> None:
         )
 
 
-class SweepSummary(Callback):
-    """Hydra callback: summarize the sweep directory when a multirun ends."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        if not any(sweep_dir.glob("*/overrides.yaml")):
-            return
-        report(sweep_dir, summarize(sweep_dir))
+def finish_sweep(sweep_dir: Path) -> list[Job]:
+    """Summarize a sweep that has ended, or stopped; print where the summary is and, last, what
+    did not finish. Returns the jobs."""
+    if not any(sweep_dir.glob("*/*")) and read_plan(sweep_dir) is None:
+        return []
+    jobs, best = summarize(sweep_dir)
+    report(sweep_dir, jobs, best)
+    line = outcome_line(sweep_dir, jobs)
+    if line is not None:
+        print(line, file=sys.stderr, flush=True)
+    return jobs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -283,11 +413,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        best = summarize(args.sweep_dir)
+        jobs, best = summarize(args.sweep_dir)
     except FileNotFoundError as error:
         print(f"seqlab: {error}", file=sys.stderr)
         return 2
-    report(args.sweep_dir, best)
+    report(args.sweep_dir, jobs, best)
+    line = outcome_line(args.sweep_dir, jobs)
+    if line is not None:
+        print(line, file=sys.stderr)
     return 0
 
 

@@ -91,8 +91,9 @@ def create_run_dir(cfg: DictConfig, *, resuming: bool = False) -> Path:
             f"{error.strerror or error}. Set paths.output_dir (or paths.run_dir) to a directory "
             "you can write."
         ) from None
-    if cfg.paths.run_dir and not resuming:
-        _check_free_to_start(run_dir)
+    in_sweep = not cfg.paths.run_dir and _hydra_multirun_dir() is not None
+    if (cfg.paths.run_dir or in_sweep) and not resuming:
+        _check_free_to_start(run_dir, in_sweep=in_sweep)
     os.environ[RUN_DIR_ENV_VAR] = str(run_dir)
     return run_dir
 
@@ -126,9 +127,16 @@ def release(run_dir: Path) -> None:
         os.close(fd)
 
 
-def _check_free_to_start(run_dir: Path) -> None:
+def _check_free_to_start(run_dir: Path, *, in_sweep: bool = False) -> None:
     """A new run may start in a given run directory unless a run there got as far as a
     checkpoint: one that died before its first is started again in the same place."""
+    if holds_a_run(run_dir) and in_sweep:
+        release(run_dir)
+        raise ConfigError(
+            f"{run_dir} holds a job of an earlier sweep; this one would overwrite it. Run that "
+            f"sweep's unfinished jobs with `python -m src.sweeps.rerun {run_dir.parent}`, or "
+            "give this sweep another hydra.sweep.dir (or none, for a fresh one)."
+        )
     if holds_a_run(run_dir):
         release(run_dir)
         raise ConfigError(

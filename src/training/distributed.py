@@ -27,7 +27,7 @@ from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcess
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 
-from src.config.errors import ConfigError
+from src.config.errors import ConfigError, SweepError
 from src.data.in_memory import check_batch_size
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
@@ -83,7 +83,7 @@ def check_launch(plan: ProcessPlan) -> None:
         )
     in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if in_multirun and "submitit" not in _hydra_launcher_target():
-        raise ConfigError(
+        raise SweepError(
             f"a multirun (-m) job cannot train on {plan.world_size} processes: Lightning starts "
             "DDP ranks by re-running the command line, which would re-run the whole sweep in "
             f"every rank. {ONE_JOB_PER_COMMAND}"

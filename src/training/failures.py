@@ -16,8 +16,9 @@ from typing import NoReturn
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from src.config.errors import CommandFailed
 from src.training.divergence import TrainingDiverged
-from src.training.signals import RunInterrupted
+from src.training.signals import RunInterrupted, signal_name
 
 # errno values of "the disk (or a quota, or a file size limit) has no room for this write".
 NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -32,14 +33,14 @@ def no_room_message(error: OSError) -> str:
     )
 
 
-def _exit(message: str, status: int) -> NoReturn:
+def _exit(message: str, status: int, reason: str) -> NoReturn:
     """Say why on stderr and in the run's train.log, then exit with `status`."""
     print(f"seqlab: {message}", file=sys.stderr)
     record = logging.LogRecord("seqlab", logging.ERROR, __file__, 0, message, None, None)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
-    raise SystemExit(status)
+    raise CommandFailed(status, reason, message)
 
 
 @contextmanager
@@ -48,13 +49,17 @@ def exit_on_run_failure() -> Iterator[None]:
     try:
         yield
     except RunInterrupted as error:
-        _exit(str(error), 128 + error.signum)
+        _exit(str(error), 128 + error.signum, f"signal {signal_name(error.signum)}")
     except SIGTERMException:
         # Lightning's own SIGTERM handling outside of fitting (testing): its SystemExit says 0.
-        _exit("stopped by SIGTERM after training; resume with ckpt_path=last to test.", 143)
+        _exit(
+            "stopped by SIGTERM after training; resume with ckpt_path=last to test.",
+            143,
+            "signal SIGTERM",
+        )
     except TrainingDiverged as error:
-        _exit(f"training diverged: {error}", 1)
+        _exit(f"training diverged: {error}", 1, "diverged")
     except OSError as error:
         if error.errno not in NO_ROOM_ERRNOS:
             raise
-        _exit(no_room_message(error), 1)
+        _exit(no_room_message(error), 1, "disk full")

@@ -44,7 +44,10 @@ def test_every_job_is_a_row_in_job_order_failed_ones_included(sweep):
     summarize(sweep)
     table = rows(sweep / "sweep_summary.csv")
     assert [r["job"] for r in table] == ["0", "1", "2", "3", "10"]
-    assert [r["status"] for r in table][-1] == "no metrics.json"
+    assert (table[-1]["status"], table[-1]["reason"]) == (
+        "incomplete",
+        "no metrics.json: killed, or still running",
+    )
     assert table[2]["model"] == "gru" and float(table[2]["best_val/acc"]) == 0.97
     assert "test_checkpoint" not in table[0]  # only numbers
 
@@ -72,7 +75,7 @@ def test_the_best_job_follows_the_monitor_mode(sweep, capsys):
 def test_no_best_job_is_named_across_different_monitored_metrics(tmp_path):
     make_job(tmp_path, 0, ["data=mnist"], {"best_val/acc": 0.9})
     make_job(tmp_path, 1, ["data=multiply"], {"best_val/mse": 0.01}, monitor=("val/mse", "min"))
-    assert summarize(tmp_path) is None
+    assert summarize(tmp_path)[1] is None
     assert not (tmp_path / "best_config.yaml").exists()
     assert len(rows(tmp_path / "sweep_summary.csv")) == 2
 
