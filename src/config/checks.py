@@ -8,6 +8,7 @@ each rule, and it needs only OmegaConf: a refused value answers before torch loa
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -218,11 +219,64 @@ def check_config(cfg: DictConfig) -> None:
         _check_multiply_length(data)
     if _has(data, "val_size"):
         _check_mnist_splits(data)
+    _check_fits_in_memory(cfg)
     if "monitor" not in data:
         raise ConfigError("data.monitor is missing. Fix: data.monitor=val/<metric>.")
 
 
 DIRECTION_OF_MODE = {"min": "minimize", "max": "maximize"}
+# Weight matrices per cell: torch keeps (input, recurrent, two biases) for each gate.
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+# Bytes one parameter takes in training: float32 weights, gradients and Adam's two moments.
+TRAINING_BYTES_PER_PARAMETER = 16
+GIB = 2**30
+
+
+def parameter_count(model: DictConfig) -> int:
+    """The parameters of the SequenceModel that `model` describes, counted without building it."""
+    gates, hidden = GATES[model.cell], model.hidden_size
+    directions = 2 if model.get("bidirectional") else 1
+
+    def layer(inputs: int) -> int:
+        return directions * gates * (hidden * inputs + hidden * hidden + 2 * hidden)
+
+    stacked = (model.num_layers - 1) * layer(hidden * directions)
+    head = hidden * directions * model.output_size + model.output_size
+    return layer(model.input_size) + stacked + head
+
+
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_fits_in_memory(cfg: DictConfig) -> None:
+    """Refuse what could only end in an allocation failure or a crash: a model, or a generated
+    data set, larger than this machine's memory."""
+    memory = physical_memory()
+    model = cfg.get("model")
+    if memory is None or model is None or model.get("cell") not in GATES:
+        return
+    need = parameter_count(model) * TRAINING_BYTES_PER_PARAMETER
+    if need > memory:
+        raise ConfigError(
+            f"model.hidden_size={model.hidden_size}, model.num_layers={model.num_layers} and "
+            f"model.input_size={model.input_size} make a model of "
+            f"{parameter_count(model):.3g} parameters, about {need / GIB:,.0f} GiB to train; "
+            f"this machine has {memory / GIB:,.0f} GiB. Fix: a smaller model.hidden_size or "
+            "model.num_layers."
+        )
+    data = cfg.data
+    if _has(data, "num_sequences", "seq_len"):
+        need = data.num_sequences * data.seq_len * 2 * 4  # (marker, value) in float32
+        if need > memory:
+            raise ConfigError(
+                f"data.num_sequences={data.num_sequences} of data.seq_len={data.seq_len} steps "
+                f"take about {need / GIB:,.0f} GiB; this machine has {memory / GIB:,.0f} GiB. "
+                "Fix: fewer or shorter sequences."
+            )
 
 
 def check_sweep(cfg: DictConfig) -> None:

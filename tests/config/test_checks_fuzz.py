@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.config.checks import RULES, check_config
+from src.config.checks import RULES, check_config, parameter_count
 from src.config.errors import ConfigError
 from src.config.instantiate import instantiate_group
 from src.training.run import build_module
@@ -168,3 +168,26 @@ def test_a_small_accepted_multiply_config_builds_and_runs(data, model):
         outputs = module.net(batch["x"], batch.get("lengths"))
     assert outputs.shape == (len(batch["x"]), 1)
     assert torch.isfinite(outputs).all()
+
+
+@BUILDS
+@given(
+    cell=st.sampled_from(["rnn", "lstm", "gru"]),
+    hidden_size=st.integers(1, 40),
+    num_layers=st.integers(1, 3),
+    input_size=st.integers(1, 30),
+    bidirectional=st.booleans(),
+)
+def test_the_memory_check_counts_the_parameters_of_the_model_it_would_build(
+    cell, hidden_size, num_layers, input_size, bidirectional
+):
+    values = {
+        "model.cell": cell,
+        "model.hidden_size": hidden_size,
+        "model.num_layers": num_layers,
+        "model.input_size": input_size,
+        "model.bidirectional": bidirectional,
+    }
+    cfg = with_values("multiply", values)
+    model = instantiate_group(cfg.model, "model")
+    assert parameter_count(cfg.model) == sum(p.numel() for p in model.parameters())
