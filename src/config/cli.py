@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from src.config import config_groups
 from src.config.errors import CommandFailed
+from src.config.held_stderr import HeldStream, one_line
 
 HINT_PREFIX = "seqlab: config error: "
 HELP_FLAGS = ("--help", "-h")
@@ -98,9 +99,12 @@ def run_main(
         print(help_text(command, usage))
         return
     _running.append(command)
+    held = HeldStream(sys.stderr)
+    sys.stderr = held  # type: ignore[assignment]
     try:
         main()
     except KeyboardInterrupt:
+        held.release()
         # A run in training saves and stops on the first Ctrl+C (training/signals.py); this is a
         # Ctrl+C anywhere else, or the second one. Every file is written atomically.
         print(
@@ -112,11 +116,34 @@ def run_main(
     except CommandFailed:
         raise  # explained on stderr already
     except SystemExit as done:
-        if done.code == 1:  # Hydra's status for a config it could not compose
-            from src.config.hints import unknown_override_messages
-
-            for line in unknown_override_messages(config_name, argv):
-                print(HINT_PREFIX + line, file=sys.stderr)
+        if done.code == 1 and held.holding:  # Hydra's status for a config it could not compose
+            _explain_refusal(held.take(), config_name, argv)
+        elif done.code == 2 and held.holding:  # argparse's, for a flag it does not know
+            print(_argparse_error(held.take(), command), file=sys.stderr)
         raise
     finally:
+        held.release()
+        if sys.stderr is held:
+            sys.stderr = held.stream
         _running.pop()
+
+
+def _argparse_error(text: str, command: str) -> str:
+    errors = [line.split("error: ", 1)[1] for line in text.splitlines() if "error: " in line]
+    what = errors[-1] if errors else one_line(text)
+    return f"seqlab: command-line error: {what} (`python -m {command} --help` lists the options)"
+
+
+def _explain_refusal(hydra_text: str, config_name: str, argv: Sequence[str]) -> None:
+    """One line per mistake for a command line Hydra refused: seqlab's explanation where it has
+    one, else Hydra's own message in one line."""
+    from src.config.hints import unknown_override_messages
+
+    hints = unknown_override_messages(config_name, argv)
+    if hints:
+        for line in hints:
+            print(HINT_PREFIX + line, file=sys.stderr)
+    elif "Traceback (most recent call last)" in hydra_text:
+        sys.stderr.write(hydra_text)  # not a mistake of the command line: keep all of it
+    elif hydra_text.strip():
+        print(HINT_PREFIX + one_line(hydra_text), file=sys.stderr)

@@ -43,9 +43,9 @@ def unknown_override_messages(config_name: str, argv: Sequence[str]) -> list[str
     with _hydra(CONF_DIR):
         groups = _user_groups()
         config = _compose_groups(args.config_name or config_name, overrides, groups)
-    if config is None:
-        return []
-    messages = (_explain(override, config, groups) for override in overrides)
+        if config is None:
+            return []
+        messages = [_explain(override, config, groups) for override in overrides]
     return [message for message in messages if message]
 
 
@@ -69,7 +69,8 @@ def _user_groups() -> list[str]:
 
 
 def _group_options(group: str) -> list[str]:
-    return GlobalHydra.instance().config_loader().get_group_options(group)
+    options = GlobalHydra.instance().config_loader().get_group_options(group)
+    return [option for option in options if not option.startswith("_")]  # _base: a parent
 
 
 def _is_group_choice(override: Override, groups: list[str]) -> bool:
@@ -102,10 +103,23 @@ def _explain(override: Override, config: Mapping[str, Any], groups: list[str]) -
     if override.is_add() or override.is_force_add() or key.startswith("hydra"):
         return None  # Adding keys is what + is for; Hydra's own keys are Hydra's to check.
     if key in groups:
-        return None  # Hydra itself names the options of a group.
+        return None if _usable_group_choice(override) else _unknown_option(override)
     if "/" in key:
         return _unknown_group(key, groups)
     return _unknown_key(override, config, groups)
+
+
+def _unknown_option(override: Override) -> str | None:
+    if override.is_sweep_override():
+        return None  # Hydra names the option of a sweep that does not compose
+    group, option = override.key_or_group, override.get_value_element_as_str()
+    options = _group_options(group)
+    match = _closest(option, options)
+    fix = f" Fix: {group}={match}" if match else ""
+    return (
+        f"{group} has no option '{option}'{_did_you_mean(option, options)}; its options: "
+        f"{', '.join(options)}.{fix}"
+    )
 
 
 def _unknown_group(group: str, groups: list[str]) -> str:
