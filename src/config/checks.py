@@ -259,7 +259,10 @@ def _check_fits_in_memory(cfg: DictConfig) -> None:
     model = cfg.get("model")
     if memory is None or model is None or model.get("cell") not in GATES:
         return
-    need = parameter_count(model) * TRAINING_BYTES_PER_PARAMETER
+    try:
+        need = parameter_count(model) * TRAINING_BYTES_PER_PARAMETER
+    except (OmegaConfBaseException, TypeError):
+        return  # a value left unset (???) is reported where it is used
     if need > memory:
         raise ConfigError(
             f"model.hidden_size={model.hidden_size}, model.num_layers={model.num_layers} and "
@@ -269,7 +272,9 @@ def _check_fits_in_memory(cfg: DictConfig) -> None:
             "model.num_layers."
         )
     data = cfg.data
-    if _has(data, "num_sequences", "seq_len"):
+    if _has(data, "num_sequences", "seq_len") and not (
+        OmegaConf.is_missing(data, "num_sequences") or OmegaConf.is_missing(data, "seq_len")
+    ):
         need = data.num_sequences * data.seq_len * 2 * 4  # (marker, value) in float32
         if need > memory:
             raise ConfigError(

@@ -10,8 +10,9 @@ never counts it as a best value, and the other sweepers only collect it.
 Three things still stop a sweep: `sweep.fail_fast=true` (the first failure ends it, as Hydra's
 launchers would); a mistake of the sweep itself, which every job would meet (DDP in a local
 multirun, an Optuna direction against the metric); and a signal to the process that runs the
-sweep (Ctrl+C, or SIGTERM from a scheduler), which saves the job's checkpoint and stops there. Either way the summary then lists
-the jobs that never started, and `python -m src.sweeps.rerun <sweep dir>` goes on from there.
+sweep (Ctrl+C, or SIGTERM from a scheduler), which saves the job's checkpoint and stops there.
+Either way the summary then lists the jobs that never started, and
+`python -m src.sweeps.rerun <sweep dir>` goes on from there.
 Only the process that runs the sweep can stop it: a job in a process of its own (the parallel
 launcher, SLURM) that fails, for whatever reason, is recorded, and the sweep goes on.
 

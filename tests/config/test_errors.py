@@ -86,7 +86,15 @@ def test_an_unknown_nested_group_names_the_groups():
 
 def test_known_keys_and_options_need_no_explanation():
     assert unknown_override_messages("train", ["model=lstm", "model.hidden_size=3"]) == []
-    assert unknown_override_messages("train", ["model=gruu"]) == []  # Hydra lists the options.
+    assert unknown_override_messages("train", ["model=gru,lstm"]) == []  # a sweep: Hydra says
+
+
+def test_an_unknown_option_names_the_options_of_its_group():
+    (message,) = unknown_override_messages("train", ["model=gruu"])
+    assert message == (
+        "model has no option 'gruu' (did you mean gru?); its options: gru, lstm, rnn. "
+        "Fix: model=gru"
+    )
 
 
 @pytest.mark.parametrize(
