@@ -116,6 +116,7 @@ def run_job(
         finished = _finished_results(job)
         if finished is not None:
             print(f"seqlab: job {job.number} finished in an earlier run; kept", flush=True)
+            clear_failure(job.directory)  # a later attempt's refusal, if any, is void
             return objective(cfg, finished)
         _resume_where_it_stopped(cfg, job)
     clear_failure(job.directory)
