@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig
 
@@ -91,6 +92,8 @@ def run_command(module: str, *args: str, cwd: Path = REPO) -> Done:
         sys.argv = argv
         os.chdir(cwd_before)
         GlobalHydra.instance().clear()
+        # The job's config would outlive it: a later train(cfg) would take its command line.
+        HydraConfig.instance().cfg = None
     status = code if isinstance(code, int) else (0 if code is None else 1)
     return Done(status, stdout.getvalue(), stderr.getvalue())
 
