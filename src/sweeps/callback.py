@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from src.config.cli import running_command
-from src.config.errors import CommandFailed
+from src.config.errors import CommandFailed, ConfigError, refuse
 from src.sweeps.jobs import RERUN_ENV_VAR, mark_sweep_process
 from src.sweeps.plan import make_plan, read_plan, write_plan
 from src.sweeps.summary import DONE, finish_sweep, outcome_line
@@ -32,13 +32,13 @@ class SweepSummary(Callback):
             # A rerun keeps the plan, and the command line, of the sweep as it was started.
             if os.environ.get(RERUN_ENV_VAR):
                 return
-            message = (
-                f"{sweep_dir} holds an earlier sweep; this one would write over its jobs. Run "
-                f"its unfinished jobs with `python -m src.sweeps.rerun {sweep_dir}`, or give "
-                "this sweep another hydra.sweep.dir (or none, for a fresh one)."
+            refuse(
+                ConfigError(
+                    f"{sweep_dir} holds an earlier sweep; this one would write over its jobs. "
+                    f"Run its unfinished jobs with `python -m src.sweeps.rerun {sweep_dir}`, or "
+                    "give this sweep another hydra.sweep.dir (or none, for a fresh one)."
+                )
             )
-            print(f"seqlab: config error: {message}", file=sys.stderr)
-            raise CommandFailed(2, "refused config", message)
         write_plan(sweep_dir, make_plan(config, running_command(), sys.argv[1:]))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -120,22 +120,25 @@ def run_job(
             return objective(cfg, finished)
         _resume_where_it_stopped(cfg, job)
     clear_failure(job.directory)
+    stopping = False  # finish_sweep then writes the summary, and the last line
     try:
         return objective(cfg, work(cfg))
     except CommandFailed as failure:
         # Its message is on stderr already, and in train.log where the run had one.
-        _record(job, Failure(job.number, failure.reason, int(failure.code), failure.message, []))
+        _record(job, failure.reason, int(failure.code), failure.message)
         stops_the_sweep = (
             failure.reason == REFUSED_SWEEP
             or failure.reason.startswith("signal")
             or _fails_fast(cfg)
         )
         if stops_the_sweep and _sweep_runs_here:
+            stopping = True
             finish_sweep(job.sweep_dir)
             raise
         return FailedJob(job.number, failure.reason)
     except KeyboardInterrupt:  # a second Ctrl+C, or one outside training
-        _record(job, Failure(job.number, "signal SIGINT", 130, "interrupted (Ctrl+C)", []))
+        _record(job, "signal SIGINT", 130, "interrupted (Ctrl+C)")
+        stopping = True
         finish_sweep(job.sweep_dir)
         raise
     except Exception as error:
@@ -146,26 +149,25 @@ def run_job(
             f"{job.directory / 'train.log'})",
             file=sys.stderr,
         )
-        _record(job, Failure(job.number, "crashed", 1, message, []))
+        _record(job, "crashed", 1, message)
         if _fails_fast(cfg) and _sweep_runs_here:
+            stopping = True
             finish_sweep(job.sweep_dir)
             raise CommandFailed(1, "crashed", message) from None
         return FailedJob(job.number, "crashed")
     finally:
-        summarize_quietly(job.sweep_dir)
+        if not stopping:
+            summarize_quietly(job.sweep_dir)
 
 
 def _fails_fast(cfg: DictConfig) -> bool:
     return bool((cfg.get("sweep") or {}).get("fail_fast", False))
 
 
-def _record(job: SweepJob, failure: Failure) -> None:
-    failure = Failure(failure.job, failure.reason, failure.status, failure.message, job.overrides)
+def _record(job: SweepJob, reason: str, status: int, message: str) -> None:
     job.directory.mkdir(parents=True, exist_ok=True)
-    write_failure(job.directory, failure)
-    _append_to_log(
-        job.directory, f"seqlab: job {job.number} failed ({failure.reason}): {failure.message}"
-    )
+    write_failure(job.directory, Failure(job.number, reason, status, message, job.overrides))
+    _append_to_log(job.directory, f"seqlab: job {job.number} failed ({reason}): {message}")
 
 
 def _append_to_log(job_dir: Path, text: str) -> None:

@@ -10,7 +10,7 @@ overrides, in the order Hydra numbers them; an Optuna study knows only how many 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 # Private, but the one place Hydra expands a grid: the plan numbers jobs exactly as it does.
@@ -62,14 +62,7 @@ def make_plan(config: DictConfig, command: str, argv: list[str]) -> SweepPlan:
 
 def write_plan(sweep_dir: Path, plan: SweepPlan) -> None:
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    content = {
-        "command": plan.command,
-        "argv": plan.argv,
-        "sweeper": plan.sweeper,
-        "planned": plan.planned,
-        "jobs": plan.jobs,
-    }
-    atomic_write_text(sweep_dir / PLAN_FILE, OmegaConf.to_yaml(content))
+    atomic_write_text(sweep_dir / PLAN_FILE, OmegaConf.to_yaml(asdict(plan)))
 
 
 def read_plan(sweep_dir: Path) -> SweepPlan | None:

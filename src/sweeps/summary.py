@@ -60,6 +60,8 @@ class Job:
     metrics: dict[str, float]
     status: str = DONE
     reason: str = ""
+    # What the job's failure.json says happened; empty unless it failed.
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,9 @@ def _load_job(directory: Path) -> Job:
         override_list = [str(o) for o in OmegaConf.load(directory / "overrides.yaml")]
     metrics = _metrics(directory)
     # A job run again removes its failure.json first: one still there is its latest outcome.
+    message = ""
     if failure is not None:
-        status, reason = FAILED, failure.reason
+        status, reason, message = FAILED, failure.reason, failure.message
     elif metrics:
         status, reason = DONE, ""
     else:
@@ -126,6 +129,7 @@ def _load_job(directory: Path) -> Job:
         metrics,
         status,
         reason,
+        message,
     )
 
 
@@ -282,10 +286,7 @@ def to_markdown(jobs: Sequence[Job], grouped: Table, best: Best | None, title: s
     failed = [job for job in jobs if job.status == FAILED]
     if failed:
         parts += ["## Why jobs failed", ""]
-        for job in failed:
-            record = read_failure(job.directory)
-            message = record.message if record is not None else job.reason
-            parts.append(f"- job {job.name} ({job.reason}): {message}")
+        parts += [f"- job {job.name} ({job.reason}): {job.message}" for job in failed]
         parts.append("")
 
     group_keys = [c for c in grouped.columns[: grouped.columns.index("jobs")] if c in varying]

@@ -130,15 +130,15 @@ def release(run_dir: Path) -> None:
 def _check_free_to_start(run_dir: Path, *, in_sweep: bool = False) -> None:
     """A new run may start in a given run directory unless a run there got as far as a
     checkpoint: one that died before its first is started again in the same place."""
-    if holds_a_run(run_dir) and in_sweep:
-        release(run_dir)
-        raise ConfigError(
-            f"{run_dir} holds a job of an earlier sweep; this one would overwrite it. Run that "
-            f"sweep's unfinished jobs with `python -m src.sweeps.rerun {run_dir.parent}`, or "
-            "give this sweep another hydra.sweep.dir (or none, for a fresh one)."
-        )
     if holds_a_run(run_dir):
         release(run_dir)
+        if in_sweep:
+            raise ConfigError(
+                f"{run_dir} holds a job of an earlier sweep; this one would overwrite it. Run "
+                f"that sweep's unfinished jobs with `python -m src.sweeps.rerun "
+                f"{run_dir.parent}`, or give this sweep another hydra.sweep.dir (or none, for a "
+                "fresh one)."
+            )
         raise ConfigError(
             f"paths.run_dir={run_dir} already holds a run; a new run would overwrite it. "
             f"Resume it with paths.run_dir={run_dir} ckpt_path=last, or choose another "
