@@ -22,6 +22,8 @@ from src.config.errors import ConfigError, SweepError
 MNIST_TRAIN_SIZE = 60_000
 # numpy's and Lightning's seeds are 32-bit; torch.Generator's 64-bit.
 MAX_SEED = 2**32 - 1
+# torch.set_num_threads takes a C int; no machine runs more threads than this usefully.
+MAX_THREADS = 4096
 MAX_DATA_SEED = 2**63 - 1
 # Larger sizes overflow torch's 64-bit shapes and float arithmetic on the sizes.
 MAX_SIZE = 2**63 - 1
@@ -70,7 +72,13 @@ RULES = (
     # data.mode first: model.input_size is looked up by it.
     choice("data.mode", *MNIST_MODES),
     Rule("seed", int, between(0, MAX_SEED), f"in [0, {MAX_SEED}]"),
-    Rule("num_threads", int, size, SIZE + " (or null for torch's default)", nullable=True),
+    Rule(
+        "num_threads",
+        int,
+        between(1, MAX_THREADS),
+        f"in [1, {MAX_THREADS}] (or null for torch's default)",
+        nullable=True,
+    ),
     Rule("sweep.fail_fast", bool),
     choice("model.cell", *CELLS),
     Rule("model.input_size", int, size, SIZE),
@@ -198,6 +206,21 @@ def _check_mnist_splits(data: DictConfig) -> None:
         )
 
 
+def _check_model_fits_data(cfg: DictConfig) -> None:
+    """The model's input and output sizes are the data's: any other value fails only later,
+    inside the first forward pass or metric update."""
+    for side, what in (("input_size", "features a step"), ("output_size", "outputs")):
+        model_size = _value(cfg, f"model.{side}")
+        data_size = _value(cfg, f"data.{side}")
+        if ABSENT in (model_size, data_size) or model_size == data_size:
+            continue
+        raise ConfigError(
+            f"model.{side}={model_size!r} does not fit the data: data={cfg.data.get('name')} "
+            f"has {data_size!r} {what} (data.{side}). Fix: drop the model.{side} override; it "
+            f"follows the data."
+        )
+
+
 def _check_precision(cfg: DictConfig) -> None:
     if str(OmegaConf.select(cfg, "trainer.precision", default="")) == "16-true":
         raise ConfigError(
@@ -211,6 +234,7 @@ def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError on the first problem found."""
     for rule in RULES:
         _check_rule(cfg, rule)
+    _check_model_fits_data(cfg)
     _check_precision(cfg)
     data = cfg.data
     if _has(data, "num_fit", "num_sequences", "val_fraction"):

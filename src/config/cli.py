@@ -8,6 +8,7 @@ and answers at once. `--hydra-help` still shows Hydra's. Everything else goes to
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -115,6 +116,13 @@ def run_main(
         raise SystemExit(130) from None
     except CommandFailed:
         raise  # explained on stderr already
+    except Exception as error:
+        # Hydra raises, rather than reports, a refusal when a tracer is set (a debugger,
+        # coverage, hypothesis); HYDRA_FULL_ERROR=1 keeps the traceback for those who want it.
+        if not held.holding or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        _explain_refusal(str(error) or repr(error), config_name, argv)
+        raise SystemExit(1) from None
     except SystemExit as done:
         if done.code == 1 and held.holding:  # Hydra's status for a config it could not compose
             _explain_refusal(held.take(), config_name, argv)
@@ -144,6 +152,9 @@ def _explain_refusal(hydra_text: str, config_name: str, argv: Sequence[str]) -> 
         for line in hints:
             print(HINT_PREFIX + line, file=sys.stderr)
     elif "Traceback (most recent call last)" in hydra_text:
-        sys.stderr.write(hydra_text)  # not a mistake of the command line: keep all of it
+        # Hydra could not compose the command line; its last line says why.
+        lines = [line for line in hydra_text.splitlines() if line.strip()]
+        reason = [line for line in lines if "HYDRA_FULL_ERROR" not in line][-1]
+        print(f"{HINT_PREFIX}{reason} (HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
     elif hydra_text.strip():
         print(HINT_PREFIX + one_line(hydra_text), file=sys.stderr)

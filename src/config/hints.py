@@ -100,6 +100,11 @@ def _compose_groups(
 
 def _explain(override: Override, config: Mapping[str, Any], groups: list[str]) -> str | None:
     key = override.key_or_group
+    if not key:
+        return (
+            f"the override '{override.input_line}' names no key before '='. "
+            "Fix: key=value (or +key=value to add a key)."
+        )
     if override.is_add() or override.is_force_add() or key.startswith("hydra"):
         return None  # Adding keys is what + is for; Hydra's own keys are Hydra's to check.
     if key in groups:

@@ -22,7 +22,7 @@ class ToleranceAccuracy(Metric):
         super().__init__(**kwargs)
         if tolerance <= 0:
             raise ValueError(f"tolerance must be > 0, got {tolerance}")
-        self.tolerance = tolerance
+        self.tolerance = float(tolerance)  # an int past 2**63 would not compare with a tensor
         self.add_state("correct", default=torch.tensor(0), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
 

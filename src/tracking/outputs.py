@@ -47,7 +47,7 @@ def save_run_plots(
     test = predict_split(module, datamodule, "test")
     if cfg.data.task == "regression":
         plots["predictions"] = prediction_scatter(
-            test.targets, test.outputs, cfg.data.tolerance, run_dir / "predictions.png"
+            test.targets, test.outputs, float(cfg.data.tolerance), run_dir / "predictions.png"
         )
     else:
         if confusion is not None:

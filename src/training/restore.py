@@ -14,6 +14,7 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from src.config.checks import check_config
 from src.config.errors import ConfigError
@@ -59,8 +60,14 @@ def restore_run(command: DictConfig, overrides: list[str]) -> RestoredRun:
     checkpoint = load_checkpoint(path)
     saved = checkpoint_config(checkpoint, path)
     cfg = apply_overrides(OmegaConf.create(saved), command, overrides)
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException:
+        check_config(cfg)  # says which key does not resolve
+        raise
+    # The checkpoint's own refusal first: it names the whole mismatch, not its first key.
+    check_compatible(saved, resolved, path)  # type: ignore[arg-type]
     check_config(cfg)
-    check_compatible(saved, OmegaConf.to_container(cfg, resolve=True), path)  # type: ignore[arg-type]
     return _restored(cfg, checkpoint, path)
 
 

@@ -40,6 +40,9 @@ def assert_refused(cfg, key: str) -> None:
         (["model.num_layers=-1"], "model.num_layers"),
         (["model.input_size=0"], "model.input_size"),
         (["model.output_size=-3"], "model.output_size"),
+        # Sizes that do not fit the data: the multiplication problem has 2 features and 1 output.
+        (["model.input_size=3"], "model.input_size"),
+        (["model.output_size=9"], "model.output_size"),
         (["data.batch_size=0"], "data.batch_size"),
         (["data.seq_len=0"], "data.seq_len"),
         (["data.num_sequences=0"], "data.num_sequences"),
@@ -47,6 +50,7 @@ def assert_refused(cfg, key: str) -> None:
         (["trainer.max_epochs=0"], "trainer.max_epochs"),
         (["trainer.min_epochs=-1"], "trainer.min_epochs"),
         (["num_threads=0"], "num_threads"),
+        (["num_threads=6702637169"], "num_threads"),
         (["model.hidden_size=9223372036854775808"], "model.hidden_size"),
         # Dropout outside [0, 1), tolerance <= 0, val fraction outside (0, 1), other ranges.
         (["model.dropout=1.0"], "model.dropout"),

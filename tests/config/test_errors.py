@@ -3,6 +3,7 @@ key (or group) and the fix, never a traceback from inside a library."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,46 @@ def test_an_unknown_nested_group_names_the_groups():
 def test_known_keys_and_options_need_no_explanation():
     assert unknown_override_messages("train", ["model=lstm", "model.hidden_size=3"]) == []
     assert unknown_override_messages("train", ["model=gru,lstm"]) == []  # a sweep: Hydra says
+
+
+@pytest.mark.parametrize("override", ["=3", "+=u", "~=", "++=1"])
+def test_an_override_without_a_key_is_refused_in_one_line(override):
+    done = run_command("src.train", override)
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"seqlab: config error: the override '{override}' names no key before '='. "
+        "Fix: key=value (or +key=value to add a key).\n"
+    )
+
+
+def test_a_refusal_is_one_line_under_a_tracer_too(monkeypatch):
+    """Under a debugger, coverage or hypothesis's shrinker, Hydra raises its refusals rather
+    than printing them; the command's answer must not change."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    plain = run_command("src.train", "model=gruu")
+    previous = sys.gettrace()
+    sys.settrace(lambda *event: None)
+    try:
+        traced = run_command("src.train", "model=gruu")
+    finally:
+        sys.settrace(previous)
+    assert (
+        (traced.returncode, traced.stderr)
+        == (plain.returncode, plain.stderr)
+        == (
+            1,
+            "seqlab: config error: model has no option 'gruu' (did you mean gru?); its options: "
+            "gru, lstm, rnn. Fix: model=gru\n",
+        )
+    )
+
+
+def test_a_command_line_hydra_fails_on_ends_in_its_reason_not_a_traceback():
+    done = run_command("src.train", "-s")  # Hydra takes -s for --shell-completion, then fails
+    assert done.returncode == 1
+    assert done.stderr.startswith("seqlab: config error: ValueError: Expecting one subcommand")
+    assert done.stderr.endswith("(HYDRA_FULL_ERROR=1 shows the traceback)\n")
+    assert len(done.stderr.splitlines()) == 1
 
 
 def test_an_unknown_option_names_the_options_of_its_group():
