@@ -3,27 +3,22 @@
 `FastRNN` is a drop-in for batch-first, unidirectional `nn.RNN`/`nn.LSTM`/`nn.GRU` (same
 parameters, init and results). Per layer, the input projection of all steps is one matmul and an
 autograd Function runs the time loop, forward and backward, with weight gradients as one matmul
-after the loop. The loops are C++ (compiled on first use with the system compiler, cached in the
-temp dir, calling the BLAS inside torch), or TorchScript where that is unavailable. Non-CPU
-inputs use torch's own kernels (cuDNN).
+after the loop. The loops are C++ operators (csrc/fused_rnn.cpp, built on first use by
+torch.utils.cpp_extension: fused_build.py), or TorchScript where no compiler is at hand.
+Non-CPU inputs, autocast and dtypes other than float32 use torch's own kernels (cuDNN).
 """
 
-import ctypes
 import functools
-import glob
-import hashlib
 import logging
-import os
-import subprocess
-import tempfile
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import _VF, Tensor, nn
+from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from src.models.fused_build import load_fused_ops
 
 log = logging.getLogger(__name__)
 _NOTED: set[str] = set()
@@ -165,118 +160,60 @@ def _kernels() -> dict[str, Callable[..., Any]]:
     return {fn.__name__[1:]: _script(fn) for fn in fns}
 
 
-class _Native:
-    """The C++ loops; `gemm` maps dtype -> address of the Fortran BLAS ?gemm_ torch links."""
-
-    def __init__(self, lib: ctypes.CDLL, gemm: dict[torch.dtype, int]) -> None:
-        self.lib, self.gemm = lib, gemm
-
-    def __call__(self, name: str, n: int, b: int, h: int, *ts: Tensor) -> None:
-        dtype = ts[0].dtype
-        fn = getattr(self.lib, f"{name}_{'f32' if dtype == torch.float32 else 'f64'}")
-        ptrs = (ctypes.c_void_p * len(ts))(*(t.data_ptr() for t in ts))
-        fn(ctypes.c_void_p(self.gemm[dtype]), n, b, h, ptrs)
-
-
-def _blas_symbol(name: str) -> int:
-    libs = glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.*"))
-    for path in [*libs, None]:
-        try:
-            return ctypes.cast(getattr(ctypes.CDLL(path), name), ctypes.c_void_p).value or 0
-        except (OSError, AttributeError):
-            continue
-    raise RuntimeError(f"BLAS symbol {name} not found")
-
-
-def _build() -> Path:
-    cxx = os.environ.get("CXX", "c++")
-    flags = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC"]
-    key = hashlib.sha256("\0".join([_CPP, cxx, *flags]).encode()).hexdigest()[:16]
-    # Per-machine (temp) cache: -march=native code must not travel to another CPU.
-    cache = Path(tempfile.gettempdir()) / f"seqlab-fast-rnn-{os.getuid()}"
-    lib = cache / f"{key}.so"
-    if not lib.exists():
-        cache.mkdir(mode=0o700, exist_ok=True)
-        src, tmp = cache / f"{key}.{os.getpid()}.cpp", cache / f"{key}.{os.getpid()}.so"
-        src.write_text(_CPP)
-        try:
-            cmd = [cxx, *flags, str(src), "-o", str(tmp)]
-            subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-            os.replace(tmp, lib)  # atomic: concurrent builders never load a partial file
-        finally:
-            src.unlink(missing_ok=True)
-            tmp.unlink(missing_ok=True)
-    return lib
-
-
 @functools.cache
-def _native() -> _Native | None:
-    """The C++ loops, or None (then TorchScript) if they cannot be built, loaded or verified.
-    SEQLAB_FAST_RNN_NATIVE=0 disables them."""
-    if os.environ.get("SEQLAB_FAST_RNN_NATIVE", "1") == "0":
+def _native() -> Any | None:
+    """The C++ loops (torch.ops.seqlab_fused), or None (then TorchScript) where they cannot be
+    built, loaded or verified."""
+    ops = load_fused_ops()
+    if ops is None:
         return None
     try:
-        gemm = {torch.float32: _blas_symbol("sgemm_"), torch.float64: _blas_symbol("dgemm_")}
-        lib = ctypes.CDLL(str(_build()))
-        for mode in _TORCH_MODES:
-            for name in (f"{mode}_{d}_{t}" for d in ("fwd", "bwd") for t in ("f32", "f64")):
-                fn = getattr(lib, name)
-                fn.argtypes = [ctypes.c_void_p, *[ctypes.c_int64] * 3, ctypes.c_void_p]
-                fn.restype = None
-        native = _Native(lib, gemm)
-        # Guard against a BLAS with another ABI: a tiny case must match the torch loop.
+        # Guard against a BLAS of another integer width: a tiny case must match the torch loop.
         gen = torch.Generator().manual_seed(0)
         for dtype in (torch.float32, torch.float64):
             gi, w = (torch.randn(s, generator=gen, dtype=dtype) for s in ((3, 2, 9), (9, 3)))
             want = _gru_fwd(gi, w, w[:, 0])[0]
-            torch.testing.assert_close(
-                _forward(native, "gru", gi, w, w[:, 0].contiguous())[0], want
-            )
-        return native
+            torch.testing.assert_close(_forward(ops, "gru", gi, w, w[:, 0].contiguous())[0], want)
     except Exception as exc:
-        log.warning("FastRNN: C++ loops unavailable (%s); using TorchScript", exc)
+        log.warning("FastRNN: the C++ loops disagree with torch (%s); using TorchScript", exc)
         return None
+    return ops
 
 
 def _forward(
-    native: _Native | None, mode: str, gi: Tensor, w_hh: Tensor, b_hh: Tensor
+    native: Any | None, mode: str, gi: Tensor, w_hh: Tensor, b_hh: Tensor
 ) -> tuple[Tensor, ...]:
     if native is None:
         out = _kernels()[f"{mode}_fwd"](gi, w_hh, b_hh)
         return (out,) if mode == "rnn" else out
-    n, b, h = gi.size(0), gi.size(1), w_hh.size(1)
-    w_hh = w_hh.t().contiguous()  # [H, G*H]: the faster BLAS orientation for small sizes
-    # gi is a temporary of the caller: rnn and lstm overwrite it with hs and the gates.
+    w_t = w_hh.t().contiguous()  # [H, G*H]: the faster BLAS orientation for small sizes
+    gi = gi.contiguous()
+    # gi is a temporary of the caller: it becomes hs (rnn) or the saved gates (lstm, gru).
     if mode == "rnn":
-        native("rnn_fwd", n, b, h, gi, w_hh, b_hh, gi)
+        native.rnn_forward(gi, w_t, b_hh)
         return (gi,)
-    out = (
-        gi.new_empty(n, b, h),
-        gi if mode == "lstm" else torch.empty_like(gi),
-        gi.new_empty(n, b, h),
-    )
-    native(f"{mode}_fwd", n, b, h, gi, w_hh, b_hh, gi.new_zeros(b, h), *out)
-    return out
+    hs, other = getattr(native, f"{mode}_forward")(gi, w_t, b_hh)
+    return (hs, gi, other)
 
 
 def _backward(
-    native: _Native | None, mode: str, dhs: Tensor, dcn: Tensor, saved: list[Tensor]
+    native: Any | None, mode: str, dhs: Tensor, dcn: Tensor, saved: list[Tensor]
 ) -> tuple[Tensor, Tensor]:
     """-> gradients of the input projection gi and of the recurrent one (W_hh h + b_hh), which
     differ for GRU only; saved = forward tensors + [w_hh]."""
     if native is None:
         bwd = _kernels()[f"{mode}_bwd"]
         return bwd(dhs, dcn, *saved) if mode == "lstm" else bwd(dhs, *saved)
-    n, b, h = dhs.shape
-    dh, scratch, zero = dhs.new_empty(b, h), dhs.new_empty(b, h), dhs.new_zeros(b, h)
-    dgh = dgi = torch.empty_like(saved[1]) if mode != "rnn" else torch.empty_like(dhs)
     if mode == "rnn":
-        native("rnn_bwd", n, b, h, dhs, *saved, dgi, dh)
-    elif mode == "lstm":
-        native("lstm_bwd", n, b, h, dhs, dcn, *saved, zero, dgi, dh, scratch)
-    else:
-        dgh = torch.empty_like(dgi)
-        native("gru_bwd", n, b, h, dhs, *saved, zero, dgi, dgh, dh, scratch)
+        hs, w_hh = saved
+        dg = native.rnn_backward(dhs, hs, w_hh)
+        return dg, dg
+    if mode == "lstm":
+        _, a, c, w_hh = saved
+        dg = native.lstm_backward(dhs, dcn, a, c, w_hh)
+        return dg, dg
+    hs, g, ns, w_hh = saved
+    dgi, dgh = native.gru_backward(dhs, hs, g, ns, w_hh)
     return dgi, dgh
 
 
@@ -338,6 +275,7 @@ class FastRNN(nn.RNNBase):
                 _TORCH_MODES[mode], input_size, hidden_size, num_layers, True, True, dropout
             )
         self.kind = mode
+        self.nonlinearity = "tanh"  # what nn.RNN.forward reads
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
         if x.dim() != 3 or x.size(-1) != self.input_size:
@@ -364,209 +302,19 @@ class FastRNN(nn.RNNBase):
         return (out, (h, torch.stack(c_n))) if self.kind == "lstm" else (out, h)
 
     def _torch_forward(self, x: Tensor) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
-        """torch's own kernels (cuDNN on GPU), same semantics as the fused path."""
-        h0 = x.new_zeros(self.num_layers, x.size(0), self.hidden_size)
-        args = (self._flat_weights, True, self.num_layers, self.dropout, self.training, False, True)
-        if self.kind == "lstm":
-            out, h, c = _VF.lstm(x, (h0, h0), *args)
-            return out, (h, c)
-        out, h = (_VF.gru if self.kind == "gru" else _VF.rnn_tanh)(x, h0, *args)
-        return out, h
+        """torch's own kernels (cuDNN on GPU, oneDNN for the LSTM on CPU): torch.nn's module
+        forward on these same parameters."""
+        return _TORCH_MODULES[self.kind].forward(self, x)
+
+    # nn.LSTM.forward calls these LSTM methods of self; the RNN's and GRU's are RNNBase's.
+    get_expected_cell_size = nn.LSTM.get_expected_cell_size
+
+    def check_forward_args(self, *args: Any) -> None:
+        _TORCH_MODULES[self.kind].check_forward_args(self, *args)
+
+    def permute_hidden(self, *args: Any) -> Any:
+        return _TORCH_MODULES[self.kind].permute_hidden(self, *args)
 
 
-_CPP = r"""// Time loops of tanh-RNN / LSTM / GRU, forward and BPTT backward; time-major row-major.
-#include <cstddef>
-#include <cstdint>
-#include <cstring>
-#include <utility>
-typedef long long i64;  // BLAS ints passed as 64 bit read right under both LP64 and ILP64
-template <typename T>
-using Gemm = void (*)(const char*, const char*, const i64*, const i64*, const i64*, const T*,
-                      const T*, const i64*, const T*, const i64*, const T*, T*, const i64*,
-                      size_t, size_t);
-
-// exp by Cody-Waite reduction and a Taylor polynomial: plain arithmetic, so the loops vectorize.
-static inline float fexp(float x) {
-  x = x < -87.f ? -87.f : (x > 88.f ? 88.f : x);
-  const float k = (x * 1.44269504f + 12582912.f) - 12582912.f;
-  const float r = (x - k * 0.693359375f) + k * 2.12194440e-4f;
-  float p = 1.f / 5040;
-  for (float c : {1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, .5f, 1.f, 1.f}) p = p * r + c;
-  const int32_t e = ((int32_t)k + 127) << 23;
-  float s;
-  std::memcpy(&s, &e, 4);
-  return p * s;
-}
-static inline double fexp(double x) {
-  x = x < -708. ? -708. : (x > 709. ? 709. : x);
-  const double k = (x * 1.4426950408889634 + 6755399441055744.) - 6755399441055744.;
-  const double r = (x - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
-  double p = 1. / 6227020800;
-  for (double c : {1. / 479001600, 1. / 39916800, 1. / 3628800, 1. / 362880, 1. / 40320,
-                   1. / 5040, 1. / 720, 1. / 120, 1. / 24, 1. / 6, .5, 1., 1.})
-    p = p * r + c;
-  const int64_t e = (int64_t)((int32_t)k + 1023) << 52;
-  double s;
-  std::memcpy(&s, &e, 8);
-  return p * s;
-}
-template <typename T> static inline T sig(T x) { return T(1) / (T(1) + fexp(-x)); }
-template <typename T> static inline T th(T x) { return T(1) - T(2) / (T(1) + fexp(T(2) * x)); }
-
-// out[rows, n] += a[rows, k] @ w[k, n], with column-major BLAS on row-major arrays
-template <typename T>
-static void mm(void* f, i64 rows, i64 k, i64 n, const T* a, const T* w, T* out) {
-  const T one = 1;
-  ((Gemm<T>)f)("N", "N", &n, &rows, &k, &one, w, &n, a, &k, &one, out, &n, 1, 1);
-}
-// y[i, :] = x[i, :] + bias for the first `width` of `stride` columns
-template <typename T>
-static void add_bias(i64 rows, i64 width, i64 stride, const T* x, const T* bias, T* y) {
-  for (i64 i = 0; i < rows; ++i)
-    for (i64 j = 0; j < width; ++j) y[i * stride + j] = x[i * stride + j] + bias[j];
-}
-
-template <typename T> static void rnn_fwd(void* f, i64 n, i64 b, i64 h, void** p) {
-  const T *gi = (T*)p[0], *w = (T*)p[1], *bias = (T*)p[2];
-  T* hs = (T*)p[3];
-  const i64 m = b * h;
-  for (i64 t = 0; t < n; ++t) {
-    T* o = hs + t * m;
-    add_bias(b, h, h, gi + t * m, bias, o);
-    if (t) mm(f, b, h, h, o - m, w, o);
-    for (i64 i = 0; i < m; ++i) o[i] = th(o[i]);
-  }
-}
-
-template <typename T> static void rnn_bwd(void* f, i64 n, i64 b, i64 h, void** p) {
-  const T *dhs = (T*)p[0], *hs = (T*)p[1], *w = (T*)p[2];
-  T *dg = (T*)p[3], *dh = (T*)p[4];
-  const i64 m = b * h;
-  std::memcpy(dh, dhs + (n - 1) * m, m * sizeof(T));
-  for (i64 t = n - 1; t >= 0; --t) {
-    const T* y = hs + t * m;
-    T* d = dg + t * m;
-#pragma GCC ivdep
-    for (i64 i = 0; i < m; ++i) d[i] = dh[i] * (T(1) - y[i] * y[i]);
-    if (t) {
-      std::memcpy(dh, dhs + (t - 1) * m, m * sizeof(T));
-      mm(f, b, h, h, d, w, dh);
-    }
-  }
-}
-
-template <typename T> static void lstm_fwd(void* f, i64 n, i64 b, i64 h, void** p) {
-  const T *gi = (T*)p[0], *w = (T*)p[1], *bias = (T*)p[2], *zero = (T*)p[3];
-  T *hs = (T*)p[4], *a = (T*)p[5], *c = (T*)p[6];
-  const i64 m = b * h, g = 4 * h;
-  for (i64 t = 0; t < n; ++t) {
-    T* at = a + t * b * g;
-    add_bias(b, g, g, gi + t * b * g, bias, at);
-    if (t) mm(f, b, h, g, hs + (t - 1) * m, w, at);
-    for (i64 i = 0; i < b; ++i) {
-      T *qi = at + i * g, *qf = qi + h, *qg = qf + h, *qo = qg + h;
-      T *co = c + t * m + i * h, *ho = hs + t * m + i * h;
-      const T* cp = (t ? c + (t - 1) * m : zero) + i * h;
-#pragma GCC ivdep
-      for (i64 j = 0; j < h; ++j) {
-        const T ig = sig(qi[j]), fg = sig(qf[j]), gg = th(qg[j]), og = sig(qo[j]);
-        qi[j] = ig, qf[j] = fg, qg[j] = gg, qo[j] = og;
-        co[j] = fg * cp[j] + ig * gg;
-        ho[j] = og * th(co[j]);
-      }
-    }
-  }
-}
-
-template <typename T> static void lstm_bwd(void* f, i64 n, i64 b, i64 h, void** p) {
-  const T *dhs = (T*)p[0], *dcn = (T*)p[1], *a = (T*)p[3], *c = (T*)p[4], *w = (T*)p[5],
-          *zero = (T*)p[6];
-  T *dg = (T*)p[7], *dh = (T*)p[8], *dc = (T*)p[9];
-  const i64 m = b * h, g = 4 * h;
-  std::memcpy(dh, dhs + (n - 1) * m, m * sizeof(T));
-  std::memcpy(dc, dcn, m * sizeof(T));
-  for (i64 t = n - 1; t >= 0; --t) {
-    for (i64 i = 0; i < b; ++i) {
-      const T *qi = a + t * b * g + i * g, *qf = qi + h, *qg = qf + h, *qo = qg + h;
-      const T *ct = c + t * m + i * h, *cp = (t ? c + (t - 1) * m : zero) + i * h;
-      T *di = dg + t * b * g + i * g, *df = di + h, *dgg = df + h, *dgo = dgg + h;
-      T *dhi = dh + i * h, *dci = dc + i * h;
-#pragma GCC ivdep
-      for (i64 j = 0; j < h; ++j) {
-        const T ig = qi[j], fg = qf[j], gg = qg[j], og = qo[j], tc = th(ct[j]);
-        const T dcc = dci[j] + dhi[j] * og * (T(1) - tc * tc);
-        di[j] = dcc * gg * ig * (T(1) - ig);
-        df[j] = dcc * cp[j] * fg * (T(1) - fg);
-        dgg[j] = dcc * ig * (T(1) - gg * gg);
-        dgo[j] = dhi[j] * tc * og * (T(1) - og);
-        dci[j] = dcc * fg;
-      }
-    }
-    if (t) {
-      std::memcpy(dh, dhs + (t - 1) * m, m * sizeof(T));
-      mm(f, b, g, h, dg + t * b * g, w, dh);
-    }
-  }
-}
-
-template <typename T> static void gru_fwd(void* f, i64 n, i64 b, i64 h, void** p) {
-  const T *gi = (T*)p[0], *w = (T*)p[1], *bias = (T*)p[2], *zero = (T*)p[3];
-  T *hs = (T*)p[4], *g = (T*)p[5], *ns = (T*)p[6];
-  const i64 m = b * h, g3 = 3 * h;
-  for (i64 t = 0; t < n; ++t) {
-    T* gt = g + t * b * g3;  // r, z preactivations (then values) and W_hn h + b_hn
-    const T* it = gi + t * b * g3;
-    add_bias(b, 2 * h, g3, it, bias, gt);
-    for (i64 i = 0; i < b; ++i) std::memcpy(gt + i * g3 + 2 * h, bias + 2 * h, h * sizeof(T));
-    if (t) mm(f, b, h, g3, hs + (t - 1) * m, w, gt);
-    for (i64 i = 0; i < b; ++i) {
-      T *qr = gt + i * g3, *qz = qr + h, *no = ns + t * m + i * h, *ho = hs + t * m + i * h;
-      const T *qn = qz + h, *x = it + i * g3 + 2 * h, *hp = (t ? hs + (t - 1) * m : zero) + i * h;
-#pragma GCC ivdep
-      for (i64 j = 0; j < h; ++j) {
-        const T r = sig(qr[j]), z = sig(qz[j]), nn = th(x[j] + r * qn[j]);
-        qr[j] = r, qz[j] = z, no[j] = nn;
-        ho[j] = nn + z * (hp[j] - nn);
-      }
-    }
-  }
-}
-
-template <typename T> static void gru_bwd(void* f, i64 n, i64 b, i64 h, void** p) {
-  const T *dhs = (T*)p[0], *hs = (T*)p[1], *g = (T*)p[2], *ns = (T*)p[3], *w = (T*)p[4],
-          *zero = (T*)p[5];
-  T *dgi = (T*)p[6], *dgh = (T*)p[7], *dh = (T*)p[8], *dhp = (T*)p[9];
-  const i64 m = b * h, g3 = 3 * h;
-  std::memcpy(dh, dhs + (n - 1) * m, m * sizeof(T));
-  for (i64 t = n - 1; t >= 0; --t) {
-    for (i64 i = 0; i < b; ++i) {
-      const T *qr = g + t * b * g3 + i * g3, *qz = qr + h, *qn = qz + h, *nq = ns + t * m + i * h;
-      const T *hp = (t ? hs + (t - 1) * m : zero) + i * h;
-      const T *dq = (t ? dhs + (t - 1) * m : zero) + i * h, *dhi = dh + i * h;
-      T *ir = dgi + t * b * g3 + i * g3, *iz = ir + h, *in = iz + h;
-      T *hr = dgh + t * b * g3 + i * g3, *hz = hr + h, *hn = hz + h, *dpi = dhp + i * h;
-#pragma GCC ivdep
-      for (i64 j = 0; j < h; ++j) {
-        const T r = qr[j], z = qz[j], nn = nq[j], d = dhi[j];
-        const T dn = d * (T(1) - z) * (T(1) - nn * nn), dz = d * (hp[j] - nn) * z * (T(1) - z);
-        const T dr = dn * qn[j] * r * (T(1) - r);
-        ir[j] = hr[j] = dr, iz[j] = hz[j] = dz, in[j] = dn, hn[j] = dn * r;
-        dpi[j] = dq[j] + d * z;
-      }
-    }
-    if (t) {
-      mm(f, b, g3, h, dgh + t * b * g3, w, dhp);
-      std::swap(dh, dhp);
-    }
-  }
-}
-
-#define EXPORT(name)                                                        \
-  extern "C" void name##_f32(void* f, i64 n, i64 b, i64 h, void** p) {      \
-    name<float>(f, n, b, h, p);                                             \
-  }                                                                         \
-  extern "C" void name##_f64(void* f, i64 n, i64 b, i64 h, void** p) {      \
-    name<double>(f, n, b, h, p);                                            \
-  }
-EXPORT(rnn_fwd) EXPORT(rnn_bwd) EXPORT(lstm_fwd) EXPORT(lstm_bwd) EXPORT(gru_fwd) EXPORT(gru_bwd)
-"""
+# FastRNN is an nn.RNNBase with the attributes each of these forwards reads.
+_TORCH_MODULES: dict[str, Any] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
