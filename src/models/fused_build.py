@@ -16,6 +16,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -74,8 +75,17 @@ def build_key() -> str:
 
 
 def build_directory(key: str) -> Path:
-    """Under TORCH_EXTENSIONS_DIR, where cpp_extension keeps its builds (default ~/.cache)."""
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    """Under TORCH_EXTENSIONS_DIR, where cpp_extension keeps its builds (default ~/.cache; the
+    temp directory where home cannot be written)."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if not root:
+        home_cache = Path.home() / ".cache" / "torch_extensions"
+        try:
+            home_cache.mkdir(parents=True, exist_ok=True)
+            root = str(home_cache) if os.access(home_cache, os.W_OK) else None
+        except OSError:
+            root = None
+        root = root or str(Path(tempfile.gettempdir()) / f"torch_extensions-{os.getuid()}")
     return Path(root) / f"{NAMESPACE}_{key}"
 
 
