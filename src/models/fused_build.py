@@ -8,12 +8,12 @@ built (no compiler, no ninja), `load_fused_ops` returns None and the caller fall
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,19 +74,21 @@ def build_key() -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
+def _extensions_root() -> Path:
+    """TORCH_EXTENSIONS_DIR, where cpp_extension keeps its builds; else ~/.cache's, or the temp
+    directory's where home cannot be written."""
+    if root := os.environ.get("TORCH_EXTENSIONS_DIR"):
+        return Path(root)
+    home = Path.home() / ".cache" / "torch_extensions"
+    with contextlib.suppress(OSError):
+        home.mkdir(parents=True, exist_ok=True)
+    if os.access(home, os.W_OK):
+        return home
+    return Path(tempfile.gettempdir()) / f"torch_extensions-{os.getuid()}"
+
+
 def build_directory(key: str) -> Path:
-    """Under TORCH_EXTENSIONS_DIR, where cpp_extension keeps its builds (default ~/.cache; the
-    temp directory where home cannot be written)."""
-    root = os.environ.get("TORCH_EXTENSIONS_DIR")
-    if not root:
-        home_cache = Path.home() / ".cache" / "torch_extensions"
-        try:
-            home_cache.mkdir(parents=True, exist_ok=True)
-            root = str(home_cache) if os.access(home_cache, os.W_OK) else None
-        except OSError:
-            root = None
-        root = root or str(Path(tempfile.gettempdir()) / f"torch_extensions-{os.getuid()}")
-    return Path(root) / f"{NAMESPACE}_{key}"
+    return _extensions_root() / f"{NAMESPACE}_{key}"
 
 
 @functools.cache
@@ -98,9 +100,7 @@ def load_fused_ops() -> object | None:
     try:
         from torch.utils import cpp_extension
 
-        if shutil.which(compiler()) is None:
-            raise RuntimeError(f"no C++ compiler ({compiler()})")
-        key = build_key()
+        key = build_key()  # raises where there is no compiler
         directory = build_directory(key)
         directory.mkdir(parents=True, exist_ok=True)
         # cpp_extension locks the directory while it builds: parallel jobs build it once.
