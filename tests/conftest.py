@@ -25,6 +25,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -258,6 +259,22 @@ class SetLearningRate(L.Callback):
             for optimizer in trainer.optimizers:
                 for group in optimizer.param_groups:
                     group["lr"] = self.lr
+
+
+class PoisonWeights(L.Callback):
+    """Set every weight to NaN after batch `batch` of epoch `epoch`: the next loss is NaN."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch = epoch
+        self.batch = batch
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if (trainer.current_epoch, idx) == (self.epoch, self.batch):
+            with torch.no_grad():
+                for parameter in pl_module.parameters():
+                    parameter.fill_(float("nan"))
 
 
 class KillAfterEpochCheckpoints(Checkpoint):

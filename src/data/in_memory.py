@@ -53,8 +53,12 @@ class TensorBatchSampler(Sampler[Tensor]):
         rank: int = 0,
         world_size: int = 1,
         even_shards: bool = False,
+        device: torch.device | None = None,
     ) -> None:
         self.num_samples = num_samples
+        # Index batches live where the data does: indexing GPU tensors with a CPU index would
+        # copy it over, and wait for the copy, on every step.
+        self.device = device
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -78,7 +82,7 @@ class TensorBatchSampler(Sampler[Tensor]):
         shard = order[self.rank :: self.world_size]
         if self.even_shards:
             shard = shard[: self.num_samples // self.world_size]
-        return shard
+        return shard if self.device is None else shard.to(self.device)
 
     def resume_within_epoch(self, epoch: int, batches_done: int) -> None:
         """Skip the `batches_done` first batches of `epoch`, once: where an interrupted run
@@ -117,6 +121,10 @@ class TensorDictDataset(Dataset[dict[str, Tensor]]):
     def __len__(self) -> int:
         return len(next(iter(self.tensors.values())))
 
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.tensors.values())).device
+
     def to(self, device: torch.device) -> TensorDictDataset:
         return TensorDictDataset(**{name: t.to(device) for name, t in self.tensors.items()})
 
@@ -139,6 +147,7 @@ def batch_loader(
         rank=rank,
         world_size=world_size,
         even_shards=shuffle,
+        device=dataset.device,
     )
     # batch_size=None: the sampler already yields whole batches, so nothing is collated.
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)

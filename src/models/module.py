@@ -36,7 +36,9 @@ def task_metrics(task: Task, tolerance: float | None, num_classes: int | None) -
     if task == "classification":
         if num_classes is None:
             raise ValueError("classification needs num_classes")
-        return MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro")})
+        # validate_args reads the targets back to the host (torch.unique) on every update.
+        accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        return MetricCollection({"acc": accuracy})
     raise ValueError(f"unknown task {task!r}; available: regression, classification")
 
 
@@ -64,7 +66,11 @@ class SequenceModule(L.LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
         # The epoch loss as a torchmetrics mean, whose sums sync exactly across DDP ranks;
         # Lightning's sync_dist averages integer sample counts, which rounds when shards differ.
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # nan_strategy="disable": the default checks each value for NaN on the host, a device sync
+        # per step; a NaN loss is the divergence guard's to catch.
+        self.train_loss, self.val_loss, self.test_loss = (
+            MeanMetric(nan_strategy="disable") for _ in range(3)
+        )
         # The training epoch's sums so far go into checkpoints: a run stopped mid-epoch resumes
         # them, and logs the same epoch figures as a run that was never stopped.
         self.train_metrics.persistent(True)

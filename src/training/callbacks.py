@@ -12,6 +12,11 @@ import torch
 
 from src.training.checkpoints import EPOCH_ROW_KEY
 
+# How often the per-step guards read a value back from the device. On a GPU each read waits for
+# the device's queue to drain; once in 16 steps lets the queue run that deep, and still notices a
+# diverged loss or a signal within a fraction of a second.
+READ_EVERY_N_STEPS = 16
+
 
 class EpochTimer(L.Callback):
     """Seconds per training epoch, validation excluded, logged as `time/train_epoch_s`."""

@@ -4,7 +4,9 @@ Clusters send SIGTERM before they kill a job, and Ctrl+C sends SIGINT. Either wa
 `checkpoints/last.ckpt` at the end of the batch in progress, mid-epoch included, and stops with a
 message that says how to resume; `ckpt_path=last` then continues exactly where it stopped (the
 batch order and the epoch's metric sums are in the checkpoint). A second Ctrl+C stops at once,
-without saving.
+without saving. Under DDP all ranks stop after the same batch: they agree every 16 batches and at
+an epoch's last (agreeing is a collective that waits for the devices), so a signal takes effect
+up to 15 batches later.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
+
+from src.training.callbacks import READ_EVERY_N_STEPS
 
 log = logging.getLogger("seqlab")
 
@@ -36,8 +40,14 @@ def signal_name(signum: int) -> str:
 
 
 class GracefulStop(L.Callback):
-    def __init__(self, checkpoint_path: Path, resume_command: str) -> None:
+    def __init__(
+        self,
+        checkpoint_path: Path,
+        resume_command: str,
+        read_every_n_steps: int = READ_EVERY_N_STEPS,
+    ) -> None:
         self.checkpoint_path = checkpoint_path
+        self.read_every_n_steps = read_every_n_steps
         self.resume_command = resume_command
         self.received: int | None = None
         self._previous_handlers: dict[int, Any] = {}
@@ -69,11 +79,19 @@ class GracefulStop(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        # Every rank must stop after the same batch: a signal to any rank stops them all.
-        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+        if not self._stop_now(trainer, batch_idx):
             return
         trainer.save_checkpoint(self.checkpoint_path)
         self._stop(trainer, f"epoch {trainer.current_epoch}, batch {batch_idx}")
+
+    def _stop_now(self, trainer: L.Trainer, batch_idx: int) -> bool:
+        if trainer.world_size == 1:
+            return self.received is not None
+        # Every rank must stop after the same batch: a signal to any rank stops them all. The
+        # ranks agree by a collective, which waits for the devices, so only every few batches.
+        if (batch_idx + 1) % self.read_every_n_steps and not _is_last_batch(trainer):
+            return False
+        return trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handlers()
@@ -98,3 +116,7 @@ class GracefulStop(L.Callback):
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers = {}
+
+
+def _is_last_batch(trainer: L.Trainer) -> bool:
+    return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)

@@ -133,8 +133,9 @@ def test_a_signal_to_rank_zero_stops_every_ddp_rank_at_one_batch_and_resumes_exa
     )
 
     assert stopped.returncode == 143, stopped.stderr[-3000:]
-    # Both ranks stop after the same batch, though only rank 0 got the signal.
-    assert stopped.stderr.count("stopped by SIGTERM after epoch 1, batch 5") == 2
+    # Both ranks stop after the same batch, though only rank 0 got the signal: the ranks agree
+    # every 16 batches (and at an epoch's last): the signal after batch 5 stops them after 15.
+    assert stopped.stderr.count("stopped by SIGTERM after epoch 1, batch 15") == 2
     resumed = resume_cli(run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert results(run_dir) == results(reference)
@@ -265,6 +266,22 @@ def test_a_diverging_loss_stops_the_run_before_any_checkpoint_is_saved(tmp_path)
     assert not list((run_dir / "checkpoints").glob("*.ckpt"))
     assert not (run_dir / "metrics.json").exists()
     assert "training diverged" in (run_dir / "train.log").read_text()
+
+
+def test_a_divergence_is_named_at_its_first_batch_though_read_later(tmp_path):
+    # The guard reads the device every 16 steps (or before a checkpoint), so batch 3's NaN is
+    # read after batch 15, and named as batch 3's.
+    run_dir = tmp_path / "run"
+    poisoned = [
+        "+callbacks.poison._target_=tests.conftest.PoisonWeights",
+        "+callbacks.poison.epoch=1",
+        "+callbacks.poison.batch=2",
+    ]
+    diverged = train_here(run_dir, *poisoned)
+    assert diverged.returncode == 1
+    assert "the training loss became nan at epoch 1, batch 3 (optimizer step 68)" in diverged.stderr
+    last = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert last["epoch"] == 0  # epoch 1's checkpoints were never written
 
 
 def test_a_loss_diverging_later_leaves_only_finite_checkpoints(tmp_path):
