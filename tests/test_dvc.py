@@ -7,6 +7,7 @@ mirror (SEQLAB_MNIST_MIRROR) whose digests the clone's conf/data/mnist.yaml stat
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -58,19 +59,9 @@ def clone_working_tree(dest: Path, env: dict[str, str]) -> None:
         (dest / name).unlink(missing_ok=True)
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("dvc_study")
-    repo, mirror = root / "repo", root / "mirror"
-    env = {
-        **os.environ,
-        **GIT_IDENTITY,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "SEQLAB_MNIST_MIRROR": str(mirror),
-        "DVC_NO_ANALYTICS": "1",
-    }
+def quick_study_clone(repo: Path, checksums: dict, env: dict[str, str]) -> None:
+    """A clone of this repository whose study runs at the quick profile on the fake MNIST."""
     clone_working_tree(repo, env)
-    checksums = write_fake_mnist(mirror, train=1500, test=200)
     mnist_conf = repo / "conf" / "data" / "mnist.yaml"
     mnist_text = mnist_conf.read_text().replace(
         "checksums: null", f"checksums: {json.dumps(checksums)}"
@@ -86,7 +77,27 @@ def study(tmp_path_factory) -> dict:
     run([sys.executable, "-m", "src.config.params"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "--quiet", "-m", "quick profile, fake MNIST"], repo, env)
-    return {"repo": repo, "env": env, "first_repro": dvc(repo, env, "repro")}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("dvc_study")
+    repo, mirror = root / "repo", root / "mirror"
+    env = {
+        **os.environ,
+        **GIT_IDENTITY,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "SEQLAB_MNIST_MIRROR": str(mirror),
+        "DVC_NO_ANALYTICS": "1",
+    }
+    checksums = write_fake_mnist(mirror, train=1500, test=200)
+    quick_study_clone(repo, checksums, env)
+    return {
+        "repo": repo,
+        "env": env,
+        "checksums": checksums,
+        "first_repro": dvc(repo, env, "repro"),
+    }
 
 
 def test_repro_runs_every_stage_and_writes_metrics_plots_and_report(study):
@@ -118,6 +129,40 @@ def test_repro_runs_every_stage_and_writes_metrics_plots_and_report(study):
     for figure in ("curves_multiply", "curves_mnist", "predictions_multiply"):
         assert (repo / "reports" / "figures" / f"{figure}.png").stat().st_size > 10_000
         assert f"figures/{figure}.png" in report
+
+
+def without_timings(row: dict) -> dict:
+    # Seconds differ from run to run, and the tested checkpoint's path from clone to clone.
+    return {
+        k: v
+        for k, v in row.items()
+        if "time" not in k and "seconds" not in k and k != "test_checkpoint"
+    }
+
+
+def test_the_parallel_repro_gives_every_run_the_serial_numbers(study, tmp_path):
+    serial, env = study["repo"], study["env"]
+    parallel = tmp_path / "repo"
+    quick_study_clone(parallel, study["checksums"], env)
+    output = run([sys.executable, "-m", "src.repro", "--jobs", "2", "report"], parallel, env)
+    assert "all 9 stages done" in output  # 2 prepare, 6 training, the report
+
+    runs = sorted((serial / "runs" / "study").rglob("metrics.json"))
+    assert len(runs) == 6
+    for serial_metrics in runs:
+        run_dir = serial_metrics.parent.relative_to(serial)
+        expected = without_timings(json.loads(serial_metrics.read_text()))
+        got = without_timings(json.loads((parallel / run_dir / "metrics.json").read_text()))
+        assert got == expected, run_dir
+        with (
+            open(serial / run_dir / "csv" / "metrics.csv") as a,
+            open(parallel / run_dir / "csv" / "metrics.csv") as b,
+        ):
+            assert [without_timings(r) for r in csv.DictReader(b)] == [
+                without_timings(r) for r in csv.DictReader(a)
+            ], run_dir
+    # Every stage but `train` (not a target) is recorded in dvc.lock as up to date.
+    assert set(json.loads(dvc(parallel, env, "status", "--json"))) == {"train"}
 
 
 def test_second_repro_is_a_no_op(study):

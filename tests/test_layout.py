@@ -12,7 +12,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
-ENTRY_POINTS = {"src.train", "src.eval", "src.predict", "src.prepare"}
+ENTRY_POINTS = {"src.train", "src.eval", "src.predict", "src.prepare", "src.repro"}
 # Each package may import only the packages below it (and itself).
 LAYERS = {
     "src.atomic": set(),
