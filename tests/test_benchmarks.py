@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, write_fake_mnist
 
 TINY = ["data.seq_len=10", "data.num_sequences=300", "data.num_fit=250", "num_threads=1"]
 
@@ -36,3 +36,35 @@ def test_recurrence_benchmark_covers_every_cell():
     lines = run_benchmark("benchmarks.recurrence", "--threads=1", "--repeats=1")
     cells = {line.split()[1] for line in lines if line.startswith(("multiplication", "mnist"))}
     assert cells == {"rnn", "lstm", "gru"}
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_its_whole_plan_on_the_cpu(tmp_path):
+    checksums = write_fake_mnist(tmp_path / "mirror")
+    digests = ", ".join(f"{name}: {digest}" for name, digest in checksums.items())
+    mnist = [f"data.local_mirror={tmp_path / 'mirror'}", f"data.checksums={{{digests}}}"]
+    mnist += ["data.val_size=50", "data.batch_size=50"]
+    lines = run_benchmark(
+        "benchmarks.gpu_check",
+        "--device=cpu",
+        "--smoke",
+        *(f"--mnist={override}" for override in mnist),
+        f"paths.data_dir={tmp_path / 'data'}",
+    )
+    names = [
+        "mnist rows gru-128 32-true",
+        "mnist rows gru-128 bf16-mixed",
+        "mnist rows lstm-128 32-true",
+        "mnist rows lstm-128 bf16-mixed",
+        "mnist pixel lstm-128 32-true",
+        "multiply gru 32-true",
+        "ddp mnist rows gru-128, 2 epochs",
+        "mnist rows gru-128 to 98 %",
+    ]
+    rows = {name: line for line in lines for name in names if line.startswith(name)}
+    assert list(rows) == names
+    for line in rows.values():
+        seconds, epochs = line[36:].split()[:2]
+        assert float(seconds) > 0 and int(epochs) >= 1, line
+        assert " acc " in line or " tolerance_accuracy " in line, line
+    assert "val acc" in rows["mnist rows gru-128 to 98 %"]
