@@ -115,7 +115,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
     resume_command = f"python -m src.train paths.run_dir={run_dir} ckpt_path=last"
     callbacks: list[L.Callback] = [
         EpochTimer(),
-        BatchSeeding(cfg.seed),
+        # Dropout is the model's only draw from the generator while training.
+        *([BatchSeeding(cfg.seed)] if cfg.model.get("dropout") else []),
         EvaluatedSamples(),
         EpochRowInCheckpoints(),
         # The guard first: a stop on a signal must never save a diverged model.
