@@ -1,15 +1,15 @@
 """Seconds per training epoch: `python -m src.train` against a plain PyTorch loop, same config.
 
-    python -m benchmarks.epoch_time                          # both tasks, 1 warm-up + 3 epochs
-    python -m benchmarks.epoch_time --case multiply --epochs 5
+    python -m benchmarks.epoch_time                          # every cell on both tasks
+    python -m benchmarks.epoch_time --case multiply --cells gru --epochs 5
     python -m benchmarks.epoch_time --case mnist             # needs SEQLAB_MNIST_MIRROR
     python -m benchmarks.epoch_time --case multiply data.seq_len=10   # extra Hydra overrides
 
-Each side runs in its own process: the plain loop (benchmarks/plain_loop.py, torch.nn
-recurrence), the pipeline with the same recurrence, and on CPU the pipeline with the fused one
-(`model.implementation=fused`). Per side: the median seconds of the epochs after the warm-up
-(validation excluded), training samples per second, the process's peak resident memory, and the
-ratio to the plain loop.
+Each side runs in its own process: the plain loop (benchmarks/plain_loop.py) and the pipeline,
+each with torch.nn's recurrence (`model.implementation=torch`) and, on CPU, with the fused one.
+Per side: the median seconds of the epochs after the warm-up (validation excluded), training
+samples per second, the process's peak resident memory, and the ratio to the plain loop that
+runs the same recurrence: the framework's tax.
 """
 
 from __future__ import annotations
@@ -22,15 +22,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-CASES = {
-    "multiply": ["data=multiply", "model=gru"],
-    "mnist": ["data=mnist", "model=gru"],
-}
-# The plain loop, and the pipeline side compared with it, run torch.nn's recurrence.
-TORCH_RNN = "model.implementation=torch"
+CASES = {"multiply": ["data=multiply"], "mnist": ["data=mnist"]}
+CELLS = ("rnn", "lstm", "gru")
 QUIET = ["trainer.enable_progress_bar=false", "~callbacks.model_summary"]
 
 
@@ -77,41 +73,61 @@ def time_pipeline(
     return Timing(side, seconds, num_samples, peak)
 
 
-def report(case: str, timings: list[Timing], warmup: int) -> None:
-    reference = statistics.median(timings[0].epoch_seconds[warmup:])
-    for timing in timings:
-        median = statistics.median(timing.epoch_seconds[warmup:])
-        print(
-            f"{case:<10}{timing.side:<24}{median:>10.3f}{timing.num_samples / median:>12,.0f}"
-            f"{timing.peak_rss_mb:>10.0f}{median / reference:>8.2f}",
-            flush=True,
-        )
+def merge(timings: list[Timing], warmup: int) -> Timing:
+    """One side's rounds as one: their timed epochs together, the largest peak memory."""
+    seconds = [s for timing in timings for s in timing.epoch_seconds[warmup:]]
+    peak = max(timing.peak_rss_mb for timing in timings)
+    return Timing(timings[0].side, [0.0] * warmup + seconds, timings[0].num_samples, peak)
+
+
+def report(case: str, pairs: list[tuple[Timing, Timing]], warmup: int) -> None:
+    for plain, pipeline in pairs:
+        reference = statistics.median(plain.epoch_seconds[warmup:])
+        for timing in (plain, pipeline):
+            median = statistics.median(timing.epoch_seconds[warmup:])
+            print(
+                f"{case:<14}{timing.side:<24}{median:>10.3f}{timing.num_samples / median:>12,.0f}"
+                f"{timing.peak_rss_mb:>10.0f}{median / reference:>8.2f}",
+                flush=True,
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", choices=[*CASES, "all"], default="all")
+    parser.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs, after the warm-up")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1, help="alternations of the two sides")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both sides")
     args = parser.parse_args()
     repo = Path(__file__).resolve().parents[1]
     epochs = args.warmup + args.epochs
     device = ["trainer=gpu"] if args.device == "cuda" else []
-    print(f"median of {args.epochs} epochs after {args.warmup} warm-up, validation excluded")
-    print(f"{'case':<10}{'side':<24}{'s/epoch':>10}{'samples/s':>12}{'peak MB':>10}{'ratio':>8}")
+    implementations = ["torch", "fused"] if args.device == "cpu" else ["torch"]
+    print(
+        f"median of {args.epochs} epochs after {args.warmup} warm-up in each of {args.rounds} "
+        "alternating round(s), validation excluded"
+    )
+    print(f"{'case':<14}{'side':<24}{'s/epoch':>10}{'samples/s':>12}{'peak MB':>10}{'ratio':>8}")
     for case in CASES if args.case == "all" else [args.case]:
-        overrides = [*CASES[case], *args.overrides]
-        plain = time_plain_loop([*overrides, TORCH_RNN], epochs, args.device, repo)
-        timings = [plain]
-        sides = {"pipeline": [TORCH_RNN]}
-        if args.device == "cpu":
-            sides["pipeline, fused RNN"] = ["model.implementation=fused"]
-        for side, implementation in sides.items():
-            side_overrides = [*overrides, *device, *implementation]
-            timings.append(time_pipeline(side, side_overrides, epochs, plain.num_samples, repo))
-        report(case, timings, args.warmup)
+        for cell in args.cells:
+            pairs = []
+            for implementation in implementations:
+                overrides = [*CASES[case], f"model={cell}", *args.overrides]
+                overrides.append(f"model.implementation={implementation}")
+                rounds: list[tuple[Timing, Timing]] = []
+                # Alternated, so that a slow spell of the machine hits both sides alike.
+                for _ in range(args.rounds):
+                    plain = time_plain_loop(overrides, epochs, args.device, repo)
+                    side = f"pipeline, {implementation}"
+                    pipeline = time_pipeline(
+                        side, [*overrides, *device], epochs, plain.num_samples, repo
+                    )
+                    rounds.append((replace(plain, side=f"plain loop, {implementation}"), pipeline))
+                pairs.append(tuple(merge([r[i] for r in rounds], args.warmup) for i in (0, 1)))
+            report(f"{case} {cell}", pairs, args.warmup)
 
 
 if __name__ == "__main__":
