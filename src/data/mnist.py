@@ -128,6 +128,7 @@ class MNISTDataModule(InMemoryDataModule):
         }
 
     def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> Any:
+        batch = super().on_after_batch_transfer(batch, dataloader_idx)  # counts the batch
         batch["x"] = as_sequence(batch["x"], self.mode, self.permutation)
         return batch
 

@@ -1,3 +1,5 @@
+import signal
+
 import pytest
 import torch
 from omegaconf import open_dict
@@ -5,6 +7,7 @@ from omegaconf import open_dict
 from src.data.mnist import MNISTDataModule, as_sequence, pixel_permutation
 from src.data.mnist_files import MNISTFetchError
 from src.training.run import train
+from src.training.signals import RunInterrupted
 from tests.conftest import NAMES, SHARED_MNIST, write_fake_mnist
 
 
@@ -93,6 +96,33 @@ def test_a_small_gru_learns_digits_row_by_row(compose_cfg, tmp_path, fake_mnist)
     assert len(csv) == 11
     assert sum(int(n) for row in csv[1:] for n in row.split(",")[1:]) == 100
     assert (run_dir / "confusion_matrix.png").stat().st_size > 1000
+
+
+def test_a_run_stopped_mid_epoch_saves_its_place_in_the_epoch(compose_cfg, tmp_path, fake_mnist):
+    # The resumed run starts after the last batch it trained on, which the DataModule counts.
+    mirror, checksums = fake_mnist
+    run_dir = tmp_path / "run"
+    cfg = compose_cfg(
+        "data=mnist",
+        f"data.local_mirror={mirror}",
+        "data.val_size=50",
+        "data.batch_size=25",
+        "model.hidden_size=8",
+        "trainer.max_epochs=2",
+        "num_threads=1",
+        f"paths.run_dir={run_dir}",
+        "+callbacks.signal._target_=tests.conftest.SignalAtBatch",
+        "+callbacks.signal.epoch=1",
+        "+callbacks.signal.batch=3",
+        f"+callbacks.signal.signum={int(signal.SIGTERM)}",
+    )
+    with open_dict(cfg):
+        cfg.data.checksums = checksums
+    with pytest.raises(RunInterrupted, match="after epoch 1, batch 3"):
+        train(cfg)
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    (loader_state,) = last["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loader_state == {"epoch": 1, "batches_done": 4}
 
 
 @pytest.mark.real_data
