@@ -34,3 +34,27 @@ class ToleranceAccuracy(Metric):
 
     def compute(self) -> Tensor:
         return self.correct.float() / self.total
+
+
+class WeightedMean(Metric):
+    """The mean of values weighted by their sample counts: an epoch's loss from its batches'.
+
+    torchmetrics' MeanMetric checks each value for NaN on the host (a device sync per step), and
+    with that check disabled it drops the weights. This keeps MeanMetric's state names, so
+    checkpoints written with it load unchanged.
+    """
+
+    is_differentiable = False
+    full_state_update = False
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.add_state("mean_value", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("weight", default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, value: Tensor, weight: float) -> None:
+        self.mean_value += value.detach().float() * weight
+        self.weight += weight
+
+    def compute(self) -> Tensor:
+        return self.mean_value / self.weight

@@ -15,10 +15,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from src.models.metrics import ToleranceAccuracy
+from src.models.metrics import ToleranceAccuracy, WeightedMean
 
 Task = Literal["regression", "classification"]
 # The state of the training epoch's metric sums (persistent: saved in checkpoints).
@@ -66,10 +66,11 @@ class SequenceModule(L.LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
         # The epoch loss as a torchmetrics mean, whose sums sync exactly across DDP ranks;
         # Lightning's sync_dist averages integer sample counts, which rounds when shards differ.
-        # nan_strategy="disable": the default checks each value for NaN on the host, a device sync
-        # per step; a NaN loss is the divergence guard's to catch.
+        # A NaN loss is the divergence guard's to catch; no per-step NaN check on the host here.
         self.train_loss, self.val_loss, self.test_loss = (
-            MeanMetric(nan_strategy="disable") for _ in range(3)
+            WeightedMean(),
+            WeightedMean(),
+            WeightedMean(),
         )
         # The training epoch's sums so far go into checkpoints: a run stopped mid-epoch resumes
         # them, and logs the same epoch figures as a run that was never stopped.
@@ -101,7 +102,7 @@ class SequenceModule(L.LightningModule):
         mean_loss.update(loss.detach(), weight=batch["y"].shape[0])
         return loss, predictions
 
-    def _split_state(self, split: str) -> tuple[MetricCollection, MeanMetric]:
+    def _split_state(self, split: str) -> tuple[MetricCollection, WeightedMean]:
         return getattr(self, f"{split}_metrics"), getattr(self, f"{split}_loss")
 
     def _log_epoch(self, split: str) -> None:

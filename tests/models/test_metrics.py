@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from src.models.metrics import ToleranceAccuracy
+from src.models.metrics import ToleranceAccuracy, WeightedMean
 
 
 def test_hand_computed_cases():
@@ -37,3 +37,11 @@ def test_refuses_non_positive_tolerance_and_shape_mismatch():
         ToleranceAccuracy(0.0)
     with pytest.raises(ValueError, match="differ"):
         ToleranceAccuracy(0.1).update(torch.zeros(3, 1), torch.zeros(3))
+
+
+def test_the_weighted_mean_weighs_each_batch_by_its_samples():
+    # Batches of 3 and 1 samples: the epoch's loss is the mean over its 4 samples.
+    metric = WeightedMean()
+    metric.update(torch.tensor(1.0), weight=3)
+    metric.update(torch.tensor(5.0), weight=1)
+    assert metric.compute().item() == pytest.approx(2.0)
