@@ -52,9 +52,17 @@ class Pipeline:
 
 
 def load_pipeline(root: Path) -> Pipeline:
+    from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
+    try:
+        repo = Repo(str(root))
+    except NotDvcRepoError:
+        raise SystemExit(
+            f"seqlab: {root} is not a DVC repository. Fix: run python -m src.repro from the "
+            "repository root (where dvc.yaml is)."
+        ) from None
+    with repo:
         graph = repo.index.graph
         stages = [stage for stage in repo.index.stages if stage.cmd]
         # An edge points from a stage to a stage whose outputs it reads.

@@ -133,3 +133,17 @@ def test_targets_name_stages_or_matrix_groups_and_bring_what_they_need():
     assert resolve_targets(pipeline, []) == pipeline.order
     with pytest.raises(SystemExit, match=r"no stage named trian in dvc\.yaml\. Fix: one of data"):
         resolve_targets(pipeline, ["trian"])
+
+
+def test_outside_a_dvc_repository_it_says_where_to_run(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "src.repro"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "is not a DVC repository. Fix: run python -m src.repro from the" in result.stderr
+    assert "Traceback" not in result.stderr
