@@ -67,10 +67,19 @@ def time_pipeline(
         command = [sys.executable, "-m", "src.train", *overrides, *QUIET]
         command += [f"trainer.max_epochs={epochs}", f"paths.run_dir={run_dir}"]
         _, peak = run_measured(command, repo)
-        with open(run_dir / "csv" / "metrics.csv", newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    seconds = [float(row["time/train_epoch_s"]) for row in rows if row.get("time/train_epoch_s")]
+        seconds = column(metrics_rows(run_dir), "time/train_epoch_s")
     return Timing(side, seconds, num_samples, peak)
+
+
+def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of a run's csv/metrics.csv."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def column(rows: list[dict[str, str]], key: str) -> list[float]:
+    """The values of `key` in the rows that have one (each metric has its own rows)."""
+    return [float(row[key]) for row in rows if row.get(key)]
 
 
 def merge(timings: list[Timing], warmup: int) -> Timing:

@@ -21,17 +21,18 @@ batches and swaps DDP for `trainer=ddp_cpu` on the CPU: it checks the plan, not 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+from benchmarks.epoch_time import column, metrics_rows, run_measured
+from benchmarks.plain_loop import compose_config
+
+REPO = Path(__file__).resolve().parents[1]
 QUIET = ["trainer.enable_progress_bar=false", "~callbacks.model_summary", "logger=csv"]
 MNIST_ROWS = ["data=mnist", "model.hidden_size=128"]
 # A few batches of everything: the plan end to end, in seconds.
@@ -85,23 +86,17 @@ class Result:
 
 
 def read_result(run_dir: Path, wall_seconds: float) -> Result:
-    with open(run_dir / "csv" / "metrics.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    seconds = [float(r["time/train_epoch_s"]) for r in rows if r.get("time/train_epoch_s")]
-    accuracy = [float(r["val/acc"]) for r in rows if r.get("val/acc")]
+    rows = metrics_rows(run_dir)
+    seconds, accuracy = column(rows, "time/train_epoch_s"), column(rows, "val/acc")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     key = "test/acc" if "test/acc" in metrics else "test/tolerance_accuracy"
     return Result(seconds, accuracy, f"{key.split('/')[1]} {metrics[key]:.4f}", wall_seconds)
 
 
 def run_in_process(overrides: list[str]) -> None:
-    from hydra import compose, initialize_config_dir
-
     from src.training.run import train
 
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    train(cfg)
+    train(compose_config(overrides))
 
 
 def run_check(
@@ -117,10 +112,7 @@ def run_check(
     if check.in_process:
         run_in_process(overrides)
     else:
-        command = [sys.executable, "-m", "src.train", *overrides]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"{check.name} failed:\n{done.stderr[-3000:]}")
+        run_measured([sys.executable, "-m", "src.train", *overrides], REPO)
     return read_result(run_dir, time.perf_counter() - start)
 
 

@@ -34,6 +34,17 @@ def step_ms(rnn: nn.Module, shape: tuple[int, ...], repeats: int, warmup: int = 
     return statistics.median(times[warmup:]) * 1e3
 
 
+def paired_recurrences(
+    cell: str, inputs: int, hidden: int, layers: int
+) -> tuple[nn.Module, FastRNN]:
+    """torch.nn's recurrence and the fused one, with the same (seeded) weights."""
+    torch.manual_seed(0)
+    reference = TORCH[cell](inputs, hidden, layers, batch_first=True)
+    fused = FastRNN(cell, inputs, hidden, layers)
+    fused.load_state_dict(reference.state_dict())
+    return reference, fused
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -45,10 +56,7 @@ def main() -> None:
     for name, shape in SETTINGS.items():
         _, _, i, h, layers = shape
         for mode in ("gru", "lstm", "rnn"):
-            torch.manual_seed(0)
-            ref = TORCH[mode](i, h, layers, batch_first=True)
-            fast = FastRNN(mode, i, h, layers)
-            fast.load_state_dict(ref.state_dict())
+            ref, fast = paired_recurrences(mode, i, h, layers)
             # Interleave so that load from other processes hits both alike.
             t_ref, t_fast = [], []
             for _ in range(3):

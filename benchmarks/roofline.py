@@ -22,8 +22,7 @@ import time
 
 import torch
 
-from benchmarks.recurrence import SETTINGS, TORCH, step_ms
-from src.models.fast_rnn import FastRNN
+from benchmarks.recurrence import SETTINGS, paired_recurrences, step_ms
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 EPOCH_SAMPLES = {"multiplication": 2048, "mnist-rows": 55_000}
@@ -75,10 +74,7 @@ def main() -> None:
         for cell in ("rnn", "lstm", "gru"):
             flops = step_flops(cell, batch, steps, inputs, hidden, layers)
             at_step = gemm_rate(batch, hidden, GATES[cell] * hidden, torch.float32)
-            torch.manual_seed(0)
-            reference = TORCH[cell](inputs, hidden, layers, batch_first=True)
-            fused = FastRNN(cell, inputs, hidden, layers)
-            fused.load_state_dict(reference.state_dict())
+            reference, fused = paired_recurrences(cell, inputs, hidden, layers)
             row = f"{name:<16}{cell:<6}{flops * batches / 1e9:>11.1f}{at_step:>11.0f}"
             row += f"{flops * batches / peak[torch.float32] / 1e9:>11.2f}"
             for rnn in (reference, fused):

@@ -67,11 +67,7 @@ class SequenceModule(L.LightningModule):
         # The epoch loss as a torchmetrics mean, whose sums sync exactly across DDP ranks;
         # Lightning's sync_dist averages integer sample counts, which rounds when shards differ.
         # A NaN loss is the divergence guard's to catch; no per-step NaN check on the host here.
-        self.train_loss, self.val_loss, self.test_loss = (
-            WeightedMean(),
-            WeightedMean(),
-            WeightedMean(),
-        )
+        self.train_loss, self.val_loss, self.test_loss = (WeightedMean() for _ in range(3))
         # The training epoch's sums so far go into checkpoints: a run stopped mid-epoch resumes
         # them, and logs the same epoch figures as a run that was never stopped.
         self.train_metrics.persistent(True)

@@ -72,9 +72,13 @@ template <typename T> void store(Vec<T> v, T* p, int64_t count) {
   }
 }
 
-// Each row of rows x width is `bias`: the recurrent projection before h W_hh^T is added.
-template <typename T> void fill_rows(int64_t rows, int64_t width, const T* bias, T* out) {
-  for (int64_t i = 0; i < rows; ++i) std::memcpy(out + i * width, bias, width * sizeof(T));
+// The recurrent projection of step t, b_hh + h_{t-1} W_hh^T, into every row of hh [b, width]:
+// b_hh alone at t = 0. hs holds the states of the steps so far, [t, b, h].
+template <typename T>
+void recurrent_projection(int64_t t, int64_t b, int64_t h, int64_t width, const T* hs,
+                          const T* w_t, const T* b_hh, T* hh) {
+  for (int64_t i = 0; i < b; ++i) std::memcpy(hh + i * width, b_hh, width * sizeof(T));
+  if (t) matmul_add(b, h, width, hs + (t - 1) * b * h, w_t, hh);
 }
 
 void check(const Tensor& t, const char* name) {
@@ -89,8 +93,7 @@ template <typename T>
 void rnn_forward_loop(int64_t n, int64_t b, int64_t h, T* gi, const T* w_t, const T* b_hh, T* hh) {
   const int64_t m = b * h;
   for (int64_t t = 0; t < n; ++t) {
-    fill_rows(b, h, b_hh, hh);
-    if (t) matmul_add(b, h, h, gi + (t - 1) * m, w_t, hh);
+    recurrent_projection(t, b, h, h, gi, w_t, b_hh, hh);
     T* o = gi + t * m;  // x W_ih^T + b_ih, then h_t
     each_vector<T>(m, [&](int64_t j, int64_t c) {
       store(tanh<T>(load(o + j, c) + load(hh + j, c)), o + j, c);
@@ -121,8 +124,7 @@ void lstm_forward_loop(int64_t n, int64_t b, int64_t h, T* a, const T* w_t, cons
                        T* c, T* hh) {
   const int64_t m = b * h, g = 4 * h;
   for (int64_t t = 0; t < n; ++t) {
-    fill_rows(b, g, b_hh, hh);
-    if (t) matmul_add(b, h, g, hs + (t - 1) * m, w_t, hh);
+    recurrent_projection(t, b, h, g, hs, w_t, b_hh, hh);
     for (int64_t i = 0; i < b; ++i) {
       T* qi = a + t * b * g + i * g;  // x W_ih^T + b_ih, then the activated gates i, f, g, o
       const T* r = hh + i * g;
@@ -181,8 +183,7 @@ void gru_forward_loop(int64_t n, int64_t b, int64_t h, T* g, const T* w_t, const
                       T* ns, T* hh) {
   const int64_t m = b * h, g3 = 3 * h;
   for (int64_t t = 0; t < n; ++t) {
-    fill_rows(b, g3, b_hh, hh);
-    if (t) matmul_add(b, h, g3, hs + (t - 1) * m, w_t, hh);
+    recurrent_projection(t, b, h, g3, hs, w_t, b_hh, hh);
     for (int64_t i = 0; i < b; ++i) {
       T* q = g + t * b * g3 + i * g3;  // x W_ih^T + b_ih, then r, z and W_hn h + b_hn
       const T* r_h = hh + i * g3;
