@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from src.data.mnist import as_sequence
+from src.models.sequence_model import network_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -46,7 +47,7 @@ def train_epochs(cfg: DictConfig, epochs: int, device: torch.device) -> tuple[li
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     data = training_tensors(cfg, device)
-    model = instantiate(cfg.model).to(device)
+    model = instantiate(network_config(cfg.model)).to(device)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     loss_fn = F.mse_loss if cfg.data.task == "regression" else F.cross_entropy
     x, y, lengths = data["x"], data["y"], data.get("lengths")

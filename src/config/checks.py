@@ -64,8 +64,12 @@ def choice(key: str, *options: str) -> Rule:
 CELLS = ("rnn", "lstm", "gru")
 INITS = ("keras", "torch")
 IMPLEMENTATIONS = ("torch", "fused")
+HEADS = ("last", "every_step")
+REGIMES = ("fixed", "online")
 MNIST_MODES = ("row", "pixel", "permuted")
 MULTIPLY_VARIANTS = ("classic", "paper_1997")
+ADDING_VARIANTS = ("paper_1997", "modern")
+TEMPORAL_ORDER_VARIANTS = ("6a", "6b")
 
 SIZE = "> 0 (and below 2**63)"
 RULES = (
@@ -94,11 +98,22 @@ RULES = (
     Rule("optimizer.momentum", float, at_least_zero, ">= 0"),
     Rule("data.batch_size", int, size, SIZE),
     Rule("data.num_sequences", int, size, SIZE),
-    Rule("data.seq_len", int, size, SIZE),
+    Rule("data.seq_len", int, size, SIZE + " (null only for data=chars)", nullable=True),
+    choice("data.regime", *REGIMES),
+    choice("data.targets", "per_sequence", "per_step"),
+    choice("model.head", *HEADS),
+    Rule("model.tbptt_steps", int, size, SIZE + " (or null for full BPTT)", nullable=True),
+    Rule("data.num_train", int, size, SIZE),
+    Rule("data.num_val", int, size, SIZE),
+    Rule("data.num_test", int, size, SIZE),
+    Rule("data.categories", int, lambda v: 2 <= v <= MAX_SIZE, ">= 2 (two symbols at least)"),
+    Rule("data.to_copy", int, size, SIZE),
+    Rule("data.lag", int, size, SIZE),
+    Rule("data.val_fraction", float, lambda v: 0 <= v < 1, "in [0, 1)"),
+    Rule("data.test_fraction", float, lambda v: 0 <= v < 1, "in [0, 1)"),
+    Rule("data.inclusive_tolerance", bool),
     Rule("data.num_fit", int, size, SIZE),
-    Rule("data.val_fraction", float, lambda v: 0 < v < 1, "in (0, 1)"),
     Rule("data.tolerance", float, positive, "> 0"),
-    choice("data.variant", *MULTIPLY_VARIANTS),
     Rule("data.seed", int, between(0, MAX_DATA_SEED), "in [0, 2**63)"),
     Rule("data.val_size", int, size, SIZE),
     choice("data.val_split", "first", "random"),
@@ -178,6 +193,8 @@ def _check_multiply_splits(data: DictConfig) -> None:
 
 
 def _check_multiply_length(data: DictConfig) -> None:
+    if data.seq_len is None:
+        raise ConfigError("data.seq_len is null. Fix: data.seq_len=<int> (classic: 100).")
     if data.get("variant") == "paper_1997" and data.seq_len < 20:
         raise ConfigError(
             f"data.variant=paper_1997 needs data.seq_len >= 20, got {data.seq_len}. "
@@ -187,6 +204,115 @@ def _check_multiply_length(data: DictConfig) -> None:
         raise ConfigError(
             f"data.seq_len={data.seq_len} has no room for the two marked steps of the "
             "multiplication problem. Fix: data.seq_len=2 or more."
+        )
+
+
+VARIANTS = {
+    "multiply": MULTIPLY_VARIANTS,
+    "adding": ADDING_VARIANTS,
+    "temporal_order": TEMPORAL_ORDER_VARIANTS,
+}
+# The shortest length each task's positions fit in, by task and variant.
+MIN_SEQ_LEN = {("adding", "paper_1997"): 20, ("adding", "modern"): 2, ("temporal_order", None): 10}
+# Tasks whose sequences vary in length, by variant (None: every variant).
+VARIABLE_LENGTH = {("multiply", "paper_1997"), ("adding", "paper_1997"), ("temporal_order", None)}
+
+
+def _check_variant(data: DictConfig) -> None:
+    options = VARIANTS.get(data.get("name"))
+    if options is None or "variant" not in data or data.variant in options:
+        return
+    raise ConfigError(
+        f"data.variant={data.variant!r} is not a variant of data={data.name}: it must be among "
+        f"{', '.join(options)}. Fix: data.variant=<one of them>."
+    )
+
+
+def _check_task_length(data: DictConfig) -> None:
+    name, variant = data.get("name"), data.get("variant")
+    least = MIN_SEQ_LEN.get((name, variant), MIN_SEQ_LEN.get((name, None)))
+    if least is None or data.get("seq_len") is None or data.seq_len >= least:
+        return
+    which = f"data={name}" + (f" (data.variant={variant})" if variant else "")
+    raise ConfigError(
+        f"data.seq_len={data.seq_len} is too short for {which}: its marked positions need "
+        f"data.seq_len >= {least}. Fix: data.seq_len={least} or more."
+    )
+
+
+def _check_copy_sizes(data: DictConfig) -> None:
+    inputs, classes = data.categories + 2, data.categories + 1
+    if data.input_size != inputs or data.num_classes != classes:
+        raise ConfigError(
+            f"data.categories={data.categories} makes {inputs} input symbols and {classes} "
+            f"target classes (blank, categories, delimiter), but data.input_size="
+            f"{data.input_size} and data.num_classes={data.num_classes}. Fix: "
+            f"data.categories={data.categories} data.input_size={inputs} "
+            f"data.num_classes={classes}."
+        )
+
+
+def sequence_steps(data: DictConfig) -> int | None:
+    """The steps of the task's longest sequence, where the config fixes them."""
+    if _has(data, "lag", "to_copy"):
+        return data.lag + 2 * data.to_copy
+    if "mode" in data:
+        return 28 if data.mode == "row" else 784
+    seq_len = data.get("seq_len")
+    if seq_len is None:
+        return None
+    variable = (data.get("name"), data.get("variant")) in VARIABLE_LENGTH or (
+        data.get("name"),
+        None,
+    ) in VARIABLE_LENGTH
+    return seq_len + seq_len // 10 if variable else seq_len
+
+
+def _check_head(cfg: DictConfig) -> None:
+    head = _value(cfg, "model.head")
+    if head is ABSENT:
+        return
+    targets = cfg.data.get("targets", "per_sequence")
+    if head == "every_step" and targets == "per_sequence":
+        raise ConfigError(
+            f"model.head=every_step, but data={cfg.data.get('name')} has one target per "
+            "sequence, read at its end: the other steps have nothing to learn. Fix: "
+            "model.head=last."
+        )
+    if head == "last" and targets == "per_step":
+        raise ConfigError(
+            f"model.head=last, but data={cfg.data.get('name')} has a target at every step. "
+            "Fix: model.head=every_step (the task's default: drop the override)."
+        )
+
+
+def _check_tbptt(cfg: DictConfig) -> None:
+    steps = _value(cfg, "model.tbptt_steps")
+    if steps in (ABSENT, None):
+        return
+    if _value(cfg, "model.bidirectional") is True:
+        raise ConfigError(
+            "model.tbptt_steps needs a unidirectional model: a bidirectional one reads whole "
+            "sequences. Fix: model.bidirectional=false, or model.tbptt_steps=null."
+        )
+    data = cfg.data
+    length = sequence_steps(data)
+    if length is not None and steps > length:
+        raise ConfigError(
+            f"model.tbptt_steps={steps} is longer than the sequences of data={data.get('name')} "
+            f"({length} steps). Fix: model.tbptt_steps between 1 and {length}, or null for full "
+            "backpropagation."
+        )
+    name, variant = data.get("name"), data.get("variant")
+    variable = (name, variant) in VARIABLE_LENGTH or (name, None) in VARIABLE_LENGTH
+    if variable and _value(cfg, "model.head") != "every_step":
+        raise ConfigError(
+            f"model.tbptt_steps with data={name}"
+            + (f" (data.variant={variant})" if variant else "")
+            + ": its sequences differ in length and its target is read at each one's end, "
+            "which truncated BPTT's fixed chunks cannot follow. Fix: a fixed-length variant "
+            "(data=multiply data.variant=classic, data=adding data.variant=modern), or "
+            "model.tbptt_steps=null."
         )
 
 
@@ -241,6 +367,12 @@ def check_config(cfg: DictConfig) -> None:
         _check_multiply_splits(data)
     if _has(data, "num_fit", "seq_len"):
         _check_multiply_length(data)
+    _check_variant(data)
+    _check_task_length(data)
+    if _has(data, "categories", "input_size", "num_classes"):
+        _check_copy_sizes(data)
+    _check_head(cfg)
+    _check_tbptt(cfg)
     if _has(data, "val_size"):
         _check_mnist_splits(data)
     _check_fits_in_memory(cfg)

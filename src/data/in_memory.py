@@ -8,7 +8,7 @@ distributed run reads its own shard.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +129,33 @@ class TensorDictDataset(Dataset[dict[str, Tensor]]):
         return TensorDictDataset(**{name: t.to(device) for name, t in self.tensors.items()})
 
 
+class OnlineDataset(TensorDictDataset):
+    """A training split drawn afresh for every epoch by `draw(epoch)`, a pure function of the
+    epoch: a resumed run draws the very sequences an uninterrupted one would."""
+
+    def __init__(
+        self, draw: Callable[[int], dict[str, Tensor]], device: torch.device | None = None
+    ) -> None:
+        self.draw = draw
+        self.epoch = 0
+        super().__init__(**self._drawn(0, device))
+
+    def _drawn(self, epoch: int, device: torch.device | None) -> dict[str, Tensor]:
+        tensors = self.draw(epoch)
+        return {name: t.to(device) if device is not None else t for name, t in tensors.items()}
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.tensors = self._drawn(epoch, self.device)
+            self.epoch = epoch
+
+    def to(self, device: torch.device) -> OnlineDataset:
+        moved = OnlineDataset.__new__(OnlineDataset)
+        moved.draw, moved.epoch = self.draw, self.epoch
+        moved.tensors = {name: t.to(device) for name, t in self.tensors.items()}
+        return moved
+
+
 def batch_loader(
     dataset: TensorDictDataset,
     batch_size: int,
@@ -173,6 +200,12 @@ class ResumableLoader(DataLoader):
     def __init__(self, loader: DataLoader, position: EpochPosition) -> None:
         super().__init__(loader.dataset, sampler=loader.sampler, batch_size=None, num_workers=0)
         self.position = position
+
+    def __iter__(self) -> Any:
+        # Lightning has set the sampler's epoch by now, also in a resumed fit.
+        if isinstance(self.dataset, OnlineDataset):
+            self.dataset.set_epoch(self.sampler.epoch)
+        return super().__iter__()
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.position.epoch, "batches_done": self.position.batches_done}

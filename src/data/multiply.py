@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 
 from src.config.checks import MULTIPLY_VARIANTS
-from src.data.in_memory import InMemoryDataModule, TensorDictDataset
+from src.data.in_memory import InMemoryDataModule, OnlineDataset, TensorDictDataset
+from src.data.synthetic import epoch_seed, lengths_1997, mark_two_1997, rng
 from src.data.tensor_cache import load_cache, save_cache
 
 VARIANTS = MULTIPLY_VARIANTS
@@ -35,11 +36,11 @@ _FIELDS = {f.name for f in fields(MultiplicationData)}
 
 def generate_classic(num_sequences: int, seq_len: int, seed: int) -> MultiplicationData:
     """Fixed-length sequences; the two marked steps are a uniformly drawn pair of distinct steps."""
-    rng = np.random.Generator(np.random.PCG64(seed))
-    values = rng.random((num_sequences, seq_len), dtype=np.float32)
-    first = rng.integers(0, seq_len, num_sequences)
+    generator = rng(seed)
+    values = generator.random((num_sequences, seq_len), dtype=np.float32)
+    first = generator.integers(0, seq_len, num_sequences)
     # Drawing from seq_len - 1 and skipping `first` makes every distinct pair equally likely.
-    second = rng.integers(0, seq_len - 1, num_sequences)
+    second = generator.integers(0, seq_len - 1, num_sequences)
     second += second >= first
     markers = np.zeros((num_sequences, seq_len), dtype=np.float32)
     rows = np.arange(num_sequences)
@@ -52,18 +53,16 @@ def generate_classic(num_sequences: int, seq_len: int, seed: int) -> Multiplicat
 
 def generate_paper_1997(num_sequences: int, seq_len: int, seed: int) -> MultiplicationData:
     """The 1997 paper's rules: length in [T, T + T/10], first mark among the first 10 steps,
-    the second among the first T/2 - 1 steps still unmarked, marker -1 on the first and last step
-    (a marked first step keeps its 1). Steps after a sequence's end are zero and never read."""
+    the second among the first T/2 - 1 steps still unmarked (src/data/synthetic.py), marker -1
+    on the first and last step (a marked first step keeps its 1). Steps after a sequence's end
+    are zero and never read."""
     if seq_len < 20:
         raise ValueError(f"the paper_1997 variant needs seq_len >= 20, got {seq_len}")
-    rng = np.random.Generator(np.random.PCG64(seed))
+    generator = rng(seed)
     max_len = seq_len + seq_len // 10
-    lengths = rng.integers(seq_len, max_len + 1, num_sequences)
-    values = rng.random((num_sequences, max_len), dtype=np.float32)
-    first = rng.integers(0, 10, num_sequences)
-    window = seq_len // 2 - 1
-    second = rng.integers(0, window - 1, num_sequences)
-    second += second >= first
+    lengths = lengths_1997(generator, num_sequences, seq_len)
+    values = generator.random((num_sequences, max_len), dtype=np.float32)
+    first, second = mark_two_1997(generator, num_sequences, seq_len)
     rows = np.arange(num_sequences)
     steps = np.arange(max_len)
     valid = steps[None, :] < lengths[:, None]
@@ -131,6 +130,7 @@ class MultiplicationDataModule(InMemoryDataModule):
         variant: str = "classic",
         seed: int = 1997,
         cache_file: str | Path | None = None,
+        regime: str = "fixed",
         batch_size: int = 32,
         shuffle_seed: int = 0,
         **task_info: object,
@@ -143,6 +143,7 @@ class MultiplicationDataModule(InMemoryDataModule):
         self.variant = variant
         self.seed = seed
         self.cache_file = cache_file
+        self.regime = regime
 
     def _data(self) -> MultiplicationData:
         return load_or_generate(
@@ -165,7 +166,18 @@ class MultiplicationDataModule(InMemoryDataModule):
             "val": slice(num_train, self.num_fit),
             "test": slice(self.num_fit, self.num_sequences),
         }
-        return {
+        splits = {
             split: TensorDictDataset(**{name: t[rows] for name, t in tensors.items()})
             for split, rows in bounds.items()
         }
+        if self.regime == "online":
+            splits["train"] = OnlineDataset(lambda epoch: self._fresh(num_train, epoch))
+        return splits
+
+    def _fresh(self, num_train: int, epoch: int) -> dict[str, Tensor]:
+        """An epoch's own training sequences (regime=online, src/data/synthetic.py)."""
+        data = generate(self.variant, num_train, self.seq_len, epoch_seed(self.seed, epoch))
+        tensors = {"x": data.inputs, "y": data.targets}
+        if self.variant != "classic":
+            tensors["lengths"] = data.lengths
+        return tensors

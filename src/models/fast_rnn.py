@@ -252,7 +252,7 @@ class _Layer(torch.autograd.Function):
 
 
 class FastRNN(nn.RNNBase):
-    """Batch-first, unidirectional RNN (tanh) / LSTM / GRU with bias and zero initial state.
+    """Batch-first, unidirectional RNN (tanh) / LSTM / GRU with bias (fused from a zero state).
 
     Parameters, their names, gate order and init are those of the torch module, so state dicts
     load both ways. forward(x [B, T, I]) -> (output [B, T, H], h_n [L, B, H] or (h_n, c_n)).
@@ -277,9 +277,15 @@ class FastRNN(nn.RNNBase):
         self.kind = mode
         self.nonlinearity = "tanh"  # what nn.RNN.forward reads
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
+    def forward(
+        self, x: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
         if x.dim() != 3 or x.size(-1) != self.input_size:
             raise ValueError(f"expected input [B, T, {self.input_size}], got {list(x.shape)}")
+        if hx is not None:
+            # The fused loops start from zeros; a carried state (truncated BPTT's later chunks)
+            # takes torch's kernels, on the same parameters.
+            return _TORCH_MODULES[self.kind].forward(self, x, hx)
         if x.device.type != "cpu":
             return self._torch_forward(x)
         if torch.is_autocast_enabled("cpu") or x.dtype != torch.float32:

@@ -1,8 +1,11 @@
 """The LightningModule: a thin training wrapper around any `SequenceModel`.
 
-It knows only what the data config tells it: regression or classification, the number of
-classes, the tolerance of a correct regression. Metrics live in torchmetrics collections that
-accumulate on the device and synchronise across ranks once per epoch.
+It knows only what the data config tells it: regression, classification or multi-label, the
+number of classes, the tolerance of a correct regression, the task's extra metrics. A batch is
+`x`, `y` and optionally `lengths` (valid steps), `mask` (the steps whose targets count, for a
+model with head=every_step) and `key_mask` (steps a metric reports on their own). Metrics live
+in torchmetrics collections that accumulate on the device and synchronise across ranks once per
+epoch. With `tbptt_steps` it trains by truncated backpropagation through time (tbptt.py).
 """
 
 from __future__ import annotations
@@ -18,28 +21,69 @@ from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from src.models.metrics import ToleranceAccuracy, WeightedMean
+from src.models import tbptt
+from src.models.losses import counted_steps, masked_loss
+from src.models.metrics import (
+    BitsPerSymbol,
+    KeySetAccuracy,
+    KeyStepAccuracy,
+    ProbabilityErrorAccuracy,
+    SequencesPredicted,
+    SetStepAccuracy,
+    StepAccuracy,
+    ToleranceAccuracy,
+    WeightedMean,
+)
 
-Task = Literal["regression", "classification"]
+Task = Literal["regression", "classification", "multilabel"]
+TASKS = ("regression", "classification", "multilabel")
 # The state of the training epoch's metric sums (persistent: saved in checkpoints).
 TRAINING_SUMS = ("train_metrics.", "train_loss.")
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
 
-def task_metrics(task: Task, tolerance: float | None, num_classes: int | None) -> MetricCollection:
+# The metrics a task's config may ask for by name (data.metrics), beyond its task's own.
+EXTRA_METRICS: dict[str, Callable[..., Any]] = {
+    "probability_error_accuracy": lambda **_: ProbabilityErrorAccuracy(0.3),
+    "key_acc": lambda task, **_: KeySetAccuracy() if task == "multilabel" else KeyStepAccuracy(),
+    "bits_per_symbol": lambda **_: BitsPerSymbol(),
+}
+
+
+def task_metrics(
+    task: Task,
+    tolerance: float | None,
+    num_classes: int | None,
+    *,
+    every_step: bool = False,
+    extra: tuple[str, ...] = (),
+    inclusive_tolerance: bool = True,
+) -> MetricCollection:
     if task == "regression":
+        if every_step:
+            raise ValueError("regression targets are read at the last step: use head=last")
         metrics: dict[str, Any] = {"mse": MeanSquaredError(), "mae": MeanAbsoluteError()}
         if tolerance is not None:
-            metrics["tolerance_accuracy"] = ToleranceAccuracy(tolerance)
-        return MetricCollection(metrics)
-    if task == "classification":
+            metrics["tolerance_accuracy"] = ToleranceAccuracy(tolerance, inclusive_tolerance)
+    elif task == "classification":
         if num_classes is None:
             raise ValueError("classification needs num_classes")
         # validate_args reads the targets back to the host (torch.unique) on every update.
         accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-        return MetricCollection({"acc": accuracy})
-    raise ValueError(f"unknown task {task!r}; available: regression, classification")
+        metrics = {"acc": StepAccuracy() if every_step else accuracy}
+    elif task == "multilabel":
+        if not every_step:
+            raise ValueError("multilabel targets are per step: use head=every_step")
+        metrics = {"step_acc": SetStepAccuracy(), "sequence_acc": SequencesPredicted()}
+    else:
+        raise ValueError(f"unknown task {task!r}; available: {', '.join(TASKS)}")
+    for name in extra:
+        if name not in EXTRA_METRICS:
+            raise ValueError(f"unknown metric {name!r}; available: {', '.join(EXTRA_METRICS)}")
+        metrics[name] = EXTRA_METRICS[name](task=task)
+    # No compute groups: metrics with the same state names (counts) must never be merged.
+    return MetricCollection(metrics, compute_groups=False)
 
 
 class SequenceModule(L.LightningModule):
@@ -52,15 +96,35 @@ class SequenceModule(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         monitor: str = "val/loss",
         tolerance: float | None = None,
+        inclusive_tolerance: bool = True,
         num_classes: int | None = None,
+        metrics: tuple[str, ...] = (),
+        tbptt_steps: int | None = None,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
     ) -> None:
         super().__init__()
         self.net = net
         self.task = task
+        self.every_step = getattr(net, "head_mode", "last") == "every_step"
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.monitor = monitor
-        metrics = task_metrics(task, tolerance, num_classes)
+        # Truncated BPTT steps the optimizer once per chunk: Lightning's automatic optimization
+        # steps once per batch, so the module steps itself (and clips: Lightning refuses to
+        # clip for a module that optimizes manually).
+        self.tbptt_steps = tbptt_steps
+        self.automatic_optimization = tbptt_steps is None
+        self.gradient_clip_val = gradient_clip_val
+        self.gradient_clip_algorithm = gradient_clip_algorithm
+        metrics = task_metrics(
+            task,
+            tolerance,
+            num_classes,
+            every_step=self.every_step,
+            extra=tuple(metrics),
+            inclusive_tolerance=inclusive_tolerance,
+        )
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
@@ -73,29 +137,54 @@ class SequenceModule(L.LightningModule):
         self.train_metrics.persistent(True)
         self.train_loss.persistent(True)
         self.test_confusion = (
-            MulticlassConfusionMatrix(num_classes) if task == "classification" else None
+            MulticlassConfusionMatrix(num_classes)
+            if task == "classification" and not self.every_step
+            else None
         )
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         return self.net(x, lengths)
 
-    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+    def loss(self, output: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The mean loss over the batch's samples, or over its counted steps (`mask`)."""
         if self.task == "regression":
             return F.mse_loss(output, target)
+        if self.every_step:
+            return masked_loss(self.task, output, target, mask)
         return F.cross_entropy(output, target)
 
     def predictions(self, output: Tensor) -> Tensor:
         return output if self.task == "regression" else output.argmax(dim=-1)
 
+    def _update_metrics(self, split: str, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """Per-step metrics read the logits, with the masks; the others the predictions."""
+        metrics, _ = self._split_state(split)
+        output = output.detach()
+        if self.every_step:
+            masks = {name: batch[name] for name in ("mask", "key_mask") if name in batch}
+            metrics.update(output, batch["y"], **masks)
+            return output
+        predictions = self.predictions(output)
+        for metric in metrics.values():
+            if isinstance(metric, ProbabilityErrorAccuracy):
+                metric.update(output, batch["y"])
+            else:
+                metric.update(predictions, batch["y"])
+        return predictions
+
+    def counted(self, batch: dict[str, Tensor]) -> Tensor | int:
+        """What the epoch's loss is a mean over: the samples, or the counted steps."""
+        if self.every_step:
+            return counted_steps(batch)
+        return batch["y"].shape[0]
+
     def _step(self, batch: dict[str, Tensor], split: str) -> tuple[Tensor, Tensor]:
         output = self(batch["x"], batch.get("lengths"))
-        loss = self.loss(output, batch["y"])
-        predictions = self.predictions(output.detach())
+        loss = self.loss(output, batch["y"], batch.get("mask"))
         # Only on-device updates per step: Lightning's self.log costs milliseconds a call, as
         # much as a whole step of these small models, so values are logged once per epoch.
-        metrics, mean_loss = self._split_state(split)
-        metrics.update(predictions, batch["y"])
-        mean_loss.update(loss.detach(), weight=batch["y"].shape[0])
+        predictions = self._update_metrics(split, output, batch)
+        self._split_state(split)[1].update(loss.detach(), weight=self.counted(batch))
         return loss, predictions
 
     def _split_state(self, split: str) -> tuple[MetricCollection, WeightedMean]:
@@ -109,7 +198,25 @@ class SequenceModule(L.LightningModule):
         mean_loss.reset()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")[0]
+        if self.tbptt_steps is None:
+            return self._step(batch, "train")[0]
+        return self._truncated_step(batch)
+
+    def _truncated_step(self, batch: dict[str, Tensor]) -> Tensor:
+        optimizer = self.optimizers()
+
+        def optimize(loss: Tensor) -> None:
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            if self.gradient_clip_val:
+                self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+            optimizer.step()
+
+        assert self.tbptt_steps is not None
+        output, loss = tbptt.train_in_chunks(self.net, batch, self.tbptt_steps, self.loss, optimize)
+        self._update_metrics("train", output, batch)
+        self.train_loss.update(loss, weight=self.counted(batch))
+        return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -121,6 +228,21 @@ class SequenceModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
+        if not self.automatic_optimization:
+            self._step_scheduler()
+
+    def _step_scheduler(self) -> None:
+        """What Lightning does for automatic optimization: the epoch's scheduler step, by the
+        monitored metric for a plateau scheduler (validation has run by now)."""
+        scheduler = self.lr_schedulers()
+        if scheduler is None:
+            return
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            value = self.trainer.callback_metrics.get(self.monitor)
+            if value is not None:
+                scheduler.step(value)
+        else:
+            scheduler.step()
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")

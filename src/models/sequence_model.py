@@ -1,4 +1,5 @@
-"""A recurrent encoder (vanilla RNN, LSTM or GRU) with a linear head on the last step.
+"""A recurrent encoder (vanilla RNN, LSTM or GRU) with a linear head on the last step, or on
+every step.
 
 A plain `nn.Module`: it knows input and output sizes, nothing of tasks, losses or training.
 """
@@ -9,13 +10,17 @@ import functools
 from typing import Literal
 
 import torch
+from omegaconf import DictConfig, open_dict
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from src.config.checks import CELLS as CELL_NAMES
-from src.config.checks import IMPLEMENTATIONS, INITS
+from src.config.checks import HEADS, IMPLEMENTATIONS, INITS
 
 Cell = Literal["rnn", "lstm", "gru"]
+Head = Literal["last", "every_step"]
+# The recurrent state between chunks of a sequence: h [L, B, H], or (h, c) for the LSTM.
+State = Tensor | tuple[Tensor, Tensor]
 CELLS: dict[str, type[nn.RNNBase]] = dict(zip(CELL_NAMES, (nn.RNN, nn.LSTM, nn.GRU), strict=True))
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -32,8 +37,14 @@ class SequenceModel(nn.Module):
         bidirectional: bool = False,
         init: Literal["keras", "torch"] = "keras",
         implementation: Literal["torch", "fused"] = "torch",
+        head: Head = "last",
     ) -> None:
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; available: {', '.join(HEADS)}")
+        if head == "every_step" and bidirectional:
+            raise ValueError("head=every_step reads each step as it comes: not bidirectional")
+        self.head_mode = head
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; available: {', '.join(CELLS)}")
         if implementation not in IMPLEMENTATIONS:
@@ -63,7 +74,12 @@ class SequenceModel(nn.Module):
             raise ValueError(f"unknown init {init!r}; available: {', '.join(INITS)}")
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """x: [batch, steps, features]; lengths: valid steps per sequence, or None if all are."""
+        """x: [batch, steps, features]; lengths: valid steps per sequence, or None if all are.
+
+        Returns [batch, outputs] (head=last) or [batch, steps, outputs] (head=every_step, where
+        the outputs past a sequence's length are whatever the padding gives: mask them)."""
+        if self.head_mode == "every_step":
+            return self.forward_chunk(x)[0]
         if self.num_directions == 2 and lengths is not None:
             # The backward direction must start at each sequence's own last step: pack.
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -83,6 +99,27 @@ class SequenceModel(nn.Module):
         # step ignores the padding after it: no packing needed.
         last = (lengths - 1).to(output.device).view(-1, 1, 1).expand(-1, 1, output.size(-1))
         return self.head(output.gather(1, last).squeeze(1))
+
+    def forward_chunk(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """One chunk of a longer sequence (truncated BPTT), from the state the previous chunk
+        ended in (None: zeros). Returns the head's output at every step and the final state."""
+        if self.num_directions == 2:
+            raise ValueError("a bidirectional model reads whole sequences, not chunks")
+        if state is None:
+            if self.cell == "lstm" and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+                output, state = _lstm_under_cpu_autocast(self.rnn, x)
+            else:
+                output, state = self.rnn(x)
+        else:
+            output, state = self.rnn(x, state)
+        return self.head(output), state
+
+    def head_at(self, outputs: Tensor, lengths: Tensor | None) -> Tensor:
+        """head=last from every step's outputs [B, T, O]: the output at each sequence's end."""
+        if lengths is None:
+            return outputs[:, -1]
+        last = (lengths - 1).to(outputs.device).view(-1, 1, 1).expand(-1, 1, outputs.size(-1))
+        return outputs.gather(1, last).squeeze(1)
 
 
 @functools.cache
@@ -123,6 +160,19 @@ def keras_init(model: SequenceModel, cell: str) -> None:
                 param.data[hidden_size : 2 * hidden_size] = 1.0
     nn.init.xavier_uniform_(model.head.weight)
     nn.init.zeros_(model.head.bias)
+
+
+# Keys of the model config that say how to train the model, not what it is.
+TRAINING_KEYS = ("tbptt_steps",)
+
+
+def network_config(model: DictConfig) -> DictConfig:
+    """The model config without its training keys: what SequenceModel is built from."""
+    network = model.copy()
+    with open_dict(network):
+        for key in TRAINING_KEYS:
+            network.pop(key, None)
+    return network
 
 
 def count_parameters(model: nn.Module) -> int:

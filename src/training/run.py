@@ -24,7 +24,7 @@ from src.config.checks import check_config, check_sweep
 from src.config.errors import ConfigError
 from src.config.instantiate import instantiate_group
 from src.models.module import SequenceModule
-from src.models.sequence_model import count_parameters
+from src.models.sequence_model import count_parameters, network_config
 from src.tracking.loggers import build_loggers, finish_loggers, log_images
 from src.tracking.outputs import save_run_plots
 from src.tracking.run_dir import (
@@ -95,14 +95,21 @@ def command_line_keys() -> list[str] | None:
 
 def build_module(cfg: DictConfig) -> SequenceModule:
     scheduler = instantiate_group(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
+    tbptt_steps = cfg.model.get("tbptt_steps")
     module = SequenceModule(
-        instantiate_group(cfg.model, "model"),
+        instantiate_group(network_config(cfg.model), "model"),
         task=cfg.data.task,
         optimizer=instantiate_group(cfg.optimizer, "optimizer"),
         scheduler=scheduler,
         monitor=cfg.data.monitor,
         tolerance=cfg.data.get("tolerance"),
+        inclusive_tolerance=cfg.data.get("inclusive_tolerance", True),
         num_classes=cfg.data.get("num_classes"),
+        metrics=tuple(cfg.data.get("metrics") or ()),
+        tbptt_steps=tbptt_steps,
+        # Truncated BPTT optimizes in the module, which then clips as the trainer would.
+        gradient_clip_val=cfg.trainer.get("gradient_clip_val") if tbptt_steps else None,
+        gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm") or "norm",
     )
     # As hyperparameters, the config goes into every checkpoint (a run can be resumed or
     # evaluated from its checkpoint alone) and reaches every logger (W&B config, TensorBoard
@@ -230,6 +237,9 @@ def _run_in(
             callbacks=callbacks,
             logger=loggers or False,
             default_root_dir=str(run_dir),
+            # Lightning refuses to clip for a module that optimizes itself (truncated BPTT):
+            # the module clips instead.
+            **({"gradient_clip_val": None} if cfg.model.get("tbptt_steps") else {}),
         )
         check_distributed(cfg, trainer)
     except ConfigError:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from src.config.checks import RULES, check_config, parameter_count
 from src.config.errors import ConfigError
 from src.config.instantiate import instantiate_group
+from src.models.sequence_model import network_config
 from src.training.run import build_module
 from tests.conftest import command
 
@@ -189,5 +190,5 @@ def test_the_memory_check_counts_the_parameters_of_the_model_it_would_build(
         "model.bidirectional": bidirectional,
     }
     cfg = with_values("multiply", values)
-    model = instantiate_group(cfg.model, "model")
+    model = instantiate_group(network_config(cfg.model), "model")
     assert parameter_count(cfg.model) == sum(p.numel() for p in model.parameters())

@@ -46,7 +46,10 @@ def test_paper_1997_variant_follows_the_papers_rules():
     marked = (markers == 1.0).nonzero()
     first, second = marked[0::2, 1], marked[1::2, 1]
     assert (first < 10).all()
-    assert (second < seq_len // 2 - 1).all()
+    # "One of the first T/2 - 1 still unmarked pairs": its rank among the unmarked steps takes
+    # each of the T/2 - 1 values.
+    rank = second - (second > first).long()
+    assert set(rank.tolist()) == set(range(seq_len // 2 - 1))
     # The first and last step carry -1 unless marked; nothing after the end.
     end = markers[rows, lengths - 1]
     assert (end == -1.0).all()
