@@ -10,6 +10,7 @@ fewer than three windows trains, validates and tests on the same ones: there is 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 
 from src.data.in_memory import InMemoryDataModule, TensorDictDataset
+from src.data.tensor_cache import load_cache, save_cache
 
 VOCABULARY = 256  # bytes
 
@@ -64,6 +66,7 @@ class CharsDataModule(InMemoryDataModule):
         seq_len: int | None = None,
         val_fraction: float = 0.05,
         test_fraction: float = 0.05,
+        cache_file: str | Path | None = None,
         batch_size: int = 32,
         shuffle_seed: int = 0,
         **task_info: Any,
@@ -80,6 +83,15 @@ class CharsDataModule(InMemoryDataModule):
         self.codes = codes
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
+        self.cache_file = cache_file
+
+    def prepare_data(self) -> None:
+        """With a `cache_file`, the encoded text goes there (a DVC stage's output); the text
+        itself is the config's, so training needs nothing else."""
+        if self.cache_file is not None:
+            key = {"sha256": hashlib.sha256(self.codes.numpy().tobytes()).hexdigest()}
+            if load_cache(Path(self.cache_file), key, rebuild="writing it again") is None:
+                save_cache(Path(self.cache_file), key, {"codes": self.codes})
 
     def build_splits(self) -> dict[str, TensorDictDataset]:
         inputs, targets = windows(self.codes, self.seq_len)
