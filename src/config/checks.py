@@ -358,6 +358,7 @@ def _check_precision(cfg: DictConfig) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError on the first problem found."""
+    _check_variant(cfg.data)  # first: the data's sizes are looked up by it
     for rule in RULES:
         _check_rule(cfg, rule)
     _check_model_fits_data(cfg)
@@ -367,7 +368,6 @@ def check_config(cfg: DictConfig) -> None:
         _check_multiply_splits(data)
     if _has(data, "num_fit", "seq_len"):
         _check_multiply_length(data)
-    _check_variant(data)
     _check_task_length(data)
     if _has(data, "categories", "input_size", "num_classes"):
         _check_copy_sizes(data)

@@ -5,7 +5,7 @@ marked with 1 and the target, read at the sequence's end, depends on their value
 
 - `paper_1997`: values in [-1, 1], lengths in [T, T + T/10]; X1 among the first ten steps, X2
   among the first T/2 - 1 steps still unmarked; marker -1 on the first and the last step; a
-  marked first step has X1 set to 0. Target 0.5 + (X1 + X2) / 4; correct when the absolute
+  marked first step has its value set to 0. Target 0.5 + (X1 + X2) / 4; correct when the absolute
   error is below 0.04.
 - `modern` (the variant of later work, e.g. Le et al. 2015, Arjovsky et al. 2016): values in
   [0, 1], length T, one mark in each half, target X1 + X2. Predicting the mean, 1, scores the
@@ -44,7 +44,8 @@ def generate_paper_1997(num_sequences: int, seq_len: int, seed: int) -> dict[str
     markers[rows, lengths - 1] = -1.0
     markers[rows, first] = 1.0
     markers[rows, second] = 1.0
-    values[rows[first == 0], 0] = 0.0  # "we set X1 to zero"
+    # "In the rare case where the first pair of the sequence gets marked, we set X1 to zero."
+    values[(first == 0) | (second == 0), 0] = 0.0
     targets = 0.5 + (values[rows, first] + values[rows, second]) / 4.0
     return as_tensors(
         x=np.stack([markers, values], axis=-1),

@@ -49,6 +49,23 @@ def read_text(text: str | None, text_file: str | Path | None) -> str:
     return text
 
 
+@torch.inference_mode()
+def greedy_continuation(net: torch.nn.Module, prompt: str, length: int) -> str:
+    """`length` more characters after `prompt`, each the model's most likely next one."""
+    if not prompt:
+        raise ValueError("the prompt is empty: give prompt=<text> to continue")
+    was_training = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    codes = encode(prompt).tolist()
+    added: list[int] = []
+    for _ in range(length):
+        x = torch.nn.functional.one_hot(torch.tensor([codes + added]), VOCABULARY).float()
+        added.append(int(net(x.to(device))[0, -1].argmax()))
+    net.train(was_training)
+    return decode(added)
+
+
 def windows(codes: Tensor, seq_len: int) -> tuple[Tensor, Tensor]:
     """Non-overlapping windows: inputs codes[i : i + L], targets codes[i + 1 : i + L + 1]."""
     count = (len(codes) - 1) // seq_len

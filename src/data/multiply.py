@@ -54,8 +54,8 @@ def generate_classic(num_sequences: int, seq_len: int, seed: int) -> Multiplicat
 def generate_paper_1997(num_sequences: int, seq_len: int, seed: int) -> MultiplicationData:
     """The 1997 paper's rules: length in [T, T + T/10], first mark among the first 10 steps,
     the second among the first T/2 - 1 steps still unmarked (src/data/synthetic.py), marker -1
-    on the first and last step (a marked first step keeps its 1). Steps after a sequence's end
-    are zero and never read."""
+    on the first and last step (a marked first step is marked 1, and its value is 1). Steps
+    after a sequence's end are zero and never read."""
     if seq_len < 20:
         raise ValueError(f"the paper_1997 variant needs seq_len >= 20, got {seq_len}")
     generator = rng(seed)
@@ -72,6 +72,8 @@ def generate_paper_1997(num_sequences: int, seq_len: int, seed: int) -> Multipli
     markers[rows, first] = 1.0
     markers[rows, second] = 1.0
     values *= valid
+    # "In the rare case where the first pair of the input sequence gets marked, we set X1 to 1.0."
+    values[(first == 0) | (second == 0), 0] = 1.0
     targets = values[rows, first] * values[rows, second]
     return _to_tensors(markers, values, lengths, targets)
 

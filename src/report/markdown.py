@@ -7,6 +7,7 @@ from typing import Any
 from src.models.sequence_model import keras_parameter_count
 from src.report.classic import CLASSIC, HEADLINE_METRIC, NO_FIGURE, TASK_TITLES
 from src.report.runs import Run, Summary, summarise
+from src.report.suite import SUITE, suite_section
 
 INTRO = """\
 We train three recurrent cells, the vanilla RNN (`rnn`), the LSTM and the GRU, on two classic
@@ -97,6 +98,10 @@ def task_table(task: str, cells: list[str], runs: list[Run]) -> list[str]:
     return [*lines, ""]
 
 
+def headline_metric(task: str) -> str:
+    return HEADLINE_METRIC[task] if task in HEADLINE_METRIC else SUITE[task].metric
+
+
 def runs_table(runs: list[Run]) -> list[str]:
     lines = [
         "| task | cell | seed | test score | test loss | epochs | s per epoch | run |",
@@ -106,7 +111,7 @@ def runs_table(runs: list[Run]) -> list[str]:
         metrics = run.metrics
         lines.append(
             f"| {run.task} | {run.cell} | {run.seed} "
-            f"| {percent(metrics[HEADLINE_METRIC[run.task]])} | {metrics['test/loss']:.4g} "
+            f"| {percent(metrics[headline_metric(run.task)])} | {metrics['test/loss']:.4g} "
             f"| {metrics['epochs']} | {seconds(metrics['train_epoch_seconds'])} | `{run.path}` |"
         )
     return [*lines, ""]
@@ -129,6 +134,7 @@ def results_markdown(profile: str, study: dict[str, Any], runs: list[Run]) -> st
         "",
         *task_table("multiply", cells, runs),
         *task_table("mnist", cells, runs),
+        *suite_section(list(study.get("tasks") or []), cells, runs),
         "Scores are means over seeds ± their standard deviation, with the lowest and highest "
         "run. Our parameter counts differ from Keras' for `rnn` and `lstm` because PyTorch keeps "
         "two bias vectors per gate where Keras keeps one; the GRU counts agree (Keras' "

@@ -46,7 +46,8 @@ def load_run(task: str, cell: str, seed: int, root: Path = STUDY_DIR) -> Run:
     metrics_file = path / "metrics.json"
     if not metrics_file.exists():
         raise MissingRunError(
-            f"{metrics_file} is missing: run `dvc repro` (or `dvc repro train_{task}`) first"
+            f"{metrics_file} is missing: run `dvc repro` (or `python -m src.repro "
+            f"train_{task if task in ('multiply', 'mnist') else 'task'}`) first"
         )
     config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"))
     return Run(task, cell, seed, path, json.loads(metrics_file.read_text()), config)  # type: ignore[arg-type]
@@ -54,11 +55,14 @@ def load_run(task: str, cell: str, seed: int, root: Path = STUDY_DIR) -> Run:
 
 def load_study(study: dict[str, Any], root: Path = STUDY_DIR) -> list[Run]:
     """Every run the study in params.yaml lists, in its order: tasks, then cells, then seeds."""
+    seeds = {"multiply": study["multiply_seeds"], "mnist": study["mnist_seeds"]}
+    for task in study.get("tasks") or []:
+        seeds[task] = study["task_seeds"]
     return [
         load_run(task, cell, seed, root)
-        for task in ("multiply", "mnist")
+        for task, task_seeds in seeds.items()
         for cell in study["cells"]
-        for seed in study[f"{task}_seeds"]
+        for seed in task_seeds
     ]
 
 

@@ -13,7 +13,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from src.atomic import atomic_write_text, write_json
+from src.config.errors import ConfigError
 from src.config.instantiate import instantiate_group
+from src.data.chars import greedy_continuation
 from src.models.inference import SplitOutputs, predict_split
 from src.training.restore import RestoredRun, restore_run
 
@@ -68,7 +70,26 @@ def print_metrics(run: RestoredRun, metrics: dict[str, float], written: Path) ->
     print("\n".join(lines), flush=True)
 
 
+def per_step_csv(task: str, outputs: SplitOutputs) -> str:
+    """One row per sequence and step: the target and the prediction (classes, or for multilabel
+    the possible next symbols as 0/1 strings)."""
+    lines = ["index,step,target,prediction"]
+    for index, (target, output) in enumerate(zip(outputs.targets, outputs.outputs, strict=True)):
+        if task == "multilabel":
+            wanted = ["".join(str(int(v)) for v in row) for row in target.tolist()]
+            predicted = ["".join(str(int(v > 0)) for v in row) for row in output.tolist()]
+        else:
+            wanted, predicted = target.tolist(), output.argmax(dim=-1).tolist()
+        lines += [
+            f"{index},{step},{w},{p}"
+            for step, (w, p) in enumerate(zip(wanted, predicted, strict=True))
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def predictions_csv(task: str, outputs: SplitOutputs) -> str:
+    if outputs.outputs.dim() == 3:
+        return per_step_csv(task, outputs)
     if task == "regression":
         targets, predictions = outputs.targets.flatten(), outputs.outputs.flatten()
         errors = (predictions - targets).abs()
@@ -93,10 +114,24 @@ def predictions_csv(task: str, outputs: SplitOutputs) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_predictions(command: DictConfig, overrides: list[str]) -> Path:
+def write_continuation(run: RestoredRun, prompt: str, length: int) -> str:
+    """The greedy continuation of `prompt` by a character model (data=chars): printed."""
+    if run.cfg.data.get("name") != "chars":
+        raise ConfigError(
+            f"prompt= continues a text, which only a data=chars model can: this checkpoint is "
+            f"of data={run.cfg.data.get('name')}. Fix: drop prompt=, or give a chars checkpoint."
+        )
+    text = greedy_continuation(run.module.net, prompt, length)
+    print(f"seqlab: {prompt!r} continues as {text!r}")
+    return text
+
+
+def write_predictions(command: DictConfig, overrides: list[str]) -> Path | str:
     if command.get("num_threads"):
         torch.set_num_threads(command.num_threads)
     run = restore_run(command, overrides)
+    if command.get("prompt") is not None:
+        return write_continuation(run, str(command.prompt), int(command.length))
     outputs = predict_split(run.module, run.datamodule, command.split)
     default = run.home / "predictions" / f"{run.checkpoint.stem}-{command.split}.csv"
     path = Path(command.output or default)

@@ -107,10 +107,12 @@ def resume_point(cfg: DictConfig, command_keys: list[str] | None) -> ResumePoint
         resolve_checkpoint(requested, cfg.paths.run_dir), requested
     )
     saved = checkpoint_config(checkpoint, path)
-    check_compatible(saved, OmegaConf.to_container(cfg, resolve=True), path)  # type: ignore[arg-type]
     if not cfg.paths.run_dir and (run_dir := checkpoint_run_dir(path)) is not None:
         cfg.paths.run_dir = str(run_dir)
     config = resumed_config(cfg, saved, command_keys, path)
+    # The run as it resumes: its own task and model unless the command line changed them (a
+    # resume of data=adding needs no data=adding: the run's config says so).
+    check_compatible(saved, OmegaConf.to_container(config, resolve=True), path)  # type: ignore[arg-type]
     check_epochs(config, checkpoint, path)
     step = int(checkpoint.get("global_step", 0))
     if note is None:
