@@ -107,6 +107,9 @@ def resume_point(cfg: DictConfig, command_keys: list[str] | None) -> ResumePoint
         resolve_checkpoint(requested, cfg.paths.run_dir), requested
     )
     saved = checkpoint_config(checkpoint, path)
+    if command_keys is None or any(k.split(".")[0] in ("data", "model") for k in command_keys):
+        # The task or model as asked: a checkpoint of another is refused as such.
+        check_compatible(saved, OmegaConf.to_container(cfg, resolve=True), path)  # type: ignore[arg-type]
     if not cfg.paths.run_dir and (run_dir := checkpoint_run_dir(path)) is not None:
         cfg.paths.run_dir = str(run_dir)
     config = resumed_config(cfg, saved, command_keys, path)
