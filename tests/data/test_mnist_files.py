@@ -309,6 +309,12 @@ fetch_mnist(sys.argv[1], [sys.argv[2]], checksums=json.loads(sys.argv[3]), progr
 """
 
 
+def default_sigint() -> None:
+    """A child starts with SIGINT at its default, whatever the test process set it to (an ignored
+    SIGINT is inherited, and Python then raises no KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def fetch_in_child_until_part_written(raw_dir: Path, mirror: str) -> subprocess.Popen[bytes]:
     """A child fetching NAMES[0] from `mirror` (which stalls mid-body), once it has made its
     temporary file."""
@@ -317,6 +323,7 @@ def fetch_in_child_until_part_written(raw_dir: Path, mirror: str) -> subprocess.
         [sys.executable, "-c", FETCH_IN_CHILD, str(raw_dir), mirror, checksums],
         cwd=REPO,
         stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
     )
     return wait_until_part_written(child, raw_dir)
 
@@ -411,6 +418,7 @@ def test_ctrl_c_while_prepare_fetches_ends_in_one_line_and_leaves_nothing(
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
     )
     wait_until_part_written(child, raw_dir, seconds=60)  # the command imports first
     child.send_signal(signal.SIGINT)
