@@ -261,11 +261,12 @@ def sequence_steps(data: DictConfig) -> int | None:
     seq_len = data.get("seq_len")
     if seq_len is None:
         return None
-    variable = (data.get("name"), data.get("variant")) in VARIABLE_LENGTH or (
-        data.get("name"),
-        None,
-    ) in VARIABLE_LENGTH
-    return seq_len + seq_len // 10 if variable else seq_len
+    return seq_len + seq_len // 10 if _variable_length(data) else seq_len
+
+
+def _variable_length(data: DictConfig) -> bool:
+    name = data.get("name")
+    return (name, data.get("variant")) in VARIABLE_LENGTH or (name, None) in VARIABLE_LENGTH
 
 
 def _check_head(cfg: DictConfig) -> None:
@@ -304,8 +305,7 @@ def _check_tbptt(cfg: DictConfig) -> None:
             "backpropagation."
         )
     name, variant = data.get("name"), data.get("variant")
-    variable = (name, variant) in VARIABLE_LENGTH or (name, None) in VARIABLE_LENGTH
-    if variable and _value(cfg, "model.head") != "every_step":
+    if _variable_length(data) and _value(cfg, "model.head") != "every_step":
         raise ConfigError(
             f"model.tbptt_steps with data={name}"
             + (f" (data.variant={variant})" if variant else "")
