@@ -163,6 +163,12 @@ def _check_rule(cfg: DictConfig, rule: Rule) -> None:
             f"{rule.key} must be {rule.kind.__name__}, got {value!r} ({type(value).__name__}). "
             f"Fix: {rule.key}=<{rule.kind.__name__}>"
         )
+    if rule.kind is float and isinstance(value, int) and abs(value) > MAX_SIZE:
+        # An integer beyond 64 bits: torch (the LR monitor, for one) cannot hold it.
+        raise ConfigError(
+            f"{rule.key}={value!r} is an integer too large for torch (64 bits at most). Fix: "
+            f"give {rule.key} as a float (1e-3), or a smaller value."
+        )
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{rule.key}={value!r} is not a finite number. Fix: {rule.key}=<number>")
     if rule.check is not None and not rule.check(value):
