@@ -12,6 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from src.config.checks import check_config
 from src.config.errors import ConfigError, exit_on_user_error
 from src.config.hints import unknown_override_messages
 from src.config.instantiate import instantiate_group
@@ -269,3 +270,10 @@ def test_a_checkpoint_of_another_task_or_model_is_refused(
     assert done.returncode == 2
     assert_refused(done, "is from another model or task", difference, "Use a checkpoint of")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("key", ["optimizer.lr", "optimizer.weight_decay"])
+def test_an_integer_beyond_64_bits_for_a_number_is_refused(compose_cfg, key):
+    # Found by tests/test_cli_properties.py: Lightning's LR monitor crashed on lr=10**20.
+    with pytest.raises(ConfigError, match=f"{key}=100000000000000000000 is an integer too large"):
+        check_config(compose_cfg(f"{key}={10**20}"))
