@@ -208,8 +208,9 @@ class InterruptAtEpoch(L.Callback):
 
 
 class SignalAtBatch(L.Callback):
-    """Send this process a real signal when training reaches batch `batch` of epoch `epoch`:
-    the handlers installed for it run exactly as for a signal from outside, at a known point.
+    """Send this process a real signal when training reaches call `batch` (Lightning's
+    `batch_idx`, which counts calls of `steps_per_call` batches) of epoch `epoch`: the handlers
+    installed for it run exactly as for a signal from outside, at a known point.
     Only in a fresh fit: the resumed run, whose config holds this callback too, goes on. With a
     `marker` file, only once (the first job of a sweep, not the next ones)."""
 

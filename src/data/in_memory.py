@@ -41,6 +41,10 @@ class TensorBatchSampler(Sampler[Tensor]):
     With `even_shards` (training under DDP) every rank gets the same number of batches, which the
     gradient all-reduce needs; the few samples cut off change from epoch to epoch. Without it
     (evaluation) the shards partition the split exactly, so every sample is seen once.
+
+    `batches_per_yield` > 1 yields that many consecutive batches as one index tensor, which the
+    module splits again (`steps_per_call`): the batches are the same ones, in the same order.
+    `max_batches` ends every epoch after that many batches (`trainer.limit_train_batches`).
     """
 
     def __init__(
@@ -54,6 +58,8 @@ class TensorBatchSampler(Sampler[Tensor]):
         world_size: int = 1,
         even_shards: bool = False,
         device: torch.device | None = None,
+        batches_per_yield: int = 1,
+        max_batches: int | None = None,
     ) -> None:
         self.num_samples = num_samples
         # Index batches live where the data does: indexing GPU tensors with a CPU index would
@@ -65,6 +71,8 @@ class TensorBatchSampler(Sampler[Tensor]):
         self.rank = rank
         self.world_size = world_size
         self.even_shards = even_shards
+        self.batches_per_yield = batches_per_yield
+        self.max_batches = max_batches
         self.epoch = 0
         self._resume_at: tuple[int, int] | None = None
 
@@ -90,20 +98,26 @@ class TensorBatchSampler(Sampler[Tensor]):
         self._resume_at = (epoch, batches_done)
 
     def __iter__(self) -> Iterator[Tensor]:
-        batches = self._shard().split(self.batch_size)
+        shard = self._shard()[: self.num_batches * self.batch_size]
         if self._resume_at is not None:
             epoch, batches_done = self._resume_at
             self._resume_at = None
             if epoch == self.epoch:
-                batches = batches[batches_done:]
-        return iter(batches)
+                shard = shard[batches_done * self.batch_size :]
+        return iter(shard.split(self.batch_size * self.batches_per_yield))
 
-    def __len__(self) -> int:
+    @property
+    def num_batches(self) -> int:
+        """Batches in an epoch (of `batch_size`, the last one possibly short)."""
         if self.even_shards:
             shard_size = self.num_samples // self.world_size
         else:
             shard_size = len(range(self.rank, self.num_samples, self.world_size))
-        return -(-shard_size // self.batch_size)
+        batches = -(-shard_size // self.batch_size)
+        return batches if self.max_batches is None else min(batches, self.max_batches)
+
+    def __len__(self) -> int:
+        return -(-self.num_batches // self.batches_per_yield)
 
 
 class TensorDictDataset(Dataset[dict[str, Tensor]]):
@@ -164,6 +178,8 @@ def batch_loader(
     seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    batches_per_yield: int = 1,
+    max_batches: int | None = None,
 ) -> DataLoader:
     """A DataLoader of slices of `dataset`; training loaders shuffle and shard evenly."""
     sampler = TensorBatchSampler(
@@ -175,9 +191,20 @@ def batch_loader(
         world_size=world_size,
         even_shards=shuffle,
         device=dataset.device,
+        batches_per_yield=batches_per_yield,
+        max_batches=max_batches,
     )
     # batch_size=None: the sampler already yields whole batches, so nothing is collated.
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
+
+
+def batch_limit(limit: int | float | None, num_batches: int) -> int | None:
+    """Lightning's reading of `limit_train_batches`: a count, or a fraction of the epoch."""
+    if limit is None or (isinstance(limit, float) and limit == 1.0):
+        return None
+    if isinstance(limit, float):
+        return int(num_batches * limit)
+    return min(int(limit), num_batches)
 
 
 @dataclass
@@ -187,8 +214,8 @@ class EpochPosition:
     epoch: int = 0
     batches_done: int = 0
 
-    def count_batch(self, epoch: int) -> None:
-        self.batches_done = self.batches_done + 1 if epoch == self.epoch else 1
+    def count_batches(self, epoch: int, batches: int = 1) -> None:
+        self.batches_done = self.batches_done + batches if epoch == self.epoch else batches
         self.epoch = epoch
 
 
@@ -225,13 +252,27 @@ class InMemoryDataModule(L.LightningDataModule):
     tolerance, monitor) arrive in `task_info` and are kept only for reference.
     """
 
-    def __init__(self, *, batch_size: int, shuffle_seed: int = 0, **task_info: object) -> None:
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        shuffle_seed: int = 0,
+        steps_per_call: int = 1,
+        train_batch_limit: int | float | None = None,
+        **task_info: object,
+    ) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.shuffle_seed = shuffle_seed
+        # Training batches go to the module `steps_per_call` at a time (it steps through them),
+        # and an epoch ends after `train_batch_limit` of them (Lightning's limit_train_batches:
+        # Lightning itself would count the groups).
+        self.steps_per_call = steps_per_call
+        self.train_batch_limit = train_batch_limit
         self.task_info = task_info
         self.splits: dict[str, TensorDictDataset] = {}
         self.position = EpochPosition()
+        self._train_batch_size = batch_size
 
     def build_splits(self) -> dict[str, TensorDictDataset]:
         raise NotImplementedError
@@ -254,14 +295,21 @@ class InMemoryDataModule(L.LightningDataModule):
             # Lightning swaps any sampler but a SequentialSampler for one that yields single
             # indices, which would unbatch ours: the same first batches via plain collation.
             return DataLoader(self.splits[split], batch_size=batch_size, shuffle=False)
-        return batch_loader(
+        training = split == "train"
+        loader = batch_loader(
             self.splits[split],
             batch_size,
             shuffle=shuffle,
             seed=self.shuffle_seed,
             rank=rank,
             world_size=world_size,
+            batches_per_yield=self.steps_per_call if training else 1,
         )
+        if training:
+            self._train_batch_size = batch_size
+            sampler = loader.sampler
+            sampler.max_batches = batch_limit(self.train_batch_limit, sampler.num_batches)
+        return loader
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader("train", shuffle=True)
@@ -273,10 +321,12 @@ class InMemoryDataModule(L.LightningDataModule):
         return loader
 
     def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> Any:
-        # Counted here, as the batch reaches the training step: the loader itself runs a batch
-        # ahead (Lightning prefetches one to know which is last).
+        # Counted here, as the batches reach the training step: the loader itself runs a call
+        # ahead (Lightning prefetches one to know which is last). The place is kept in batches,
+        # whatever steps_per_call groups them into.
         if self.trainer is not None and self.trainer.training:
-            self.position.count_batch(self.trainer.current_epoch)
+            batches = -(-len(batch["x"]) // self._train_batch_size)
+            self.position.count_batches(self.trainer.current_epoch, batches)
         return batch
 
     def val_dataloader(self) -> DataLoader:

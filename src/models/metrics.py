@@ -59,9 +59,15 @@ class WeightedMean(Metric):
         self.add_state("mean_value", default=torch.tensor(0.0), dist_reduce_fx="sum")
         self.add_state("weight", default=torch.tensor(0.0), dist_reduce_fx="sum")
 
-    def update(self, value: Tensor, weight: float) -> None:
-        self.mean_value += value.detach().float() * weight
-        self.weight += weight
+    def update(self, value: Tensor, weight: float | Tensor) -> None:
+        """One value and its weight, or a vector of each."""
+        value = value.detach().float()
+        if value.dim() == 0:
+            self.mean_value += value * weight
+            self.weight += weight
+        else:
+            self.mean_value += (value * weight).sum()
+            self.weight += torch.as_tensor(weight).sum()
 
     def compute(self) -> Tensor:
         return self.mean_value / self.weight

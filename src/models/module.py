@@ -100,6 +100,8 @@ class SequenceModule(L.LightningModule):
         num_classes: int | None = None,
         metrics: tuple[str, ...] = (),
         tbptt_steps: int | None = None,
+        steps_per_call: int = 1,
+        batch_size: int | None = None,
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str = "norm",
     ) -> None:
@@ -110,11 +112,17 @@ class SequenceModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.monitor = monitor
-        # Truncated BPTT steps the optimizer once per chunk: Lightning's automatic optimization
-        # steps once per batch, so the module steps itself (and clips: Lightning refuses to
-        # clip for a module that optimizes manually).
+        # Truncated BPTT steps the optimizer once per chunk, and `steps_per_call` > 1 hands
+        # the module several batches per Lightning step (`batch_size` each, global): either
+        # way the module steps itself (and clips: Lightning refuses to clip for a module that
+        # optimizes manually). Lightning's loop costs about 1 ms a step, as much as a whole
+        # step of these small models; over several batches that cost is shared.
         self.tbptt_steps = tbptt_steps
-        self.automatic_optimization = tbptt_steps is None
+        if steps_per_call > 1 and batch_size is None:
+            raise ValueError("steps_per_call > 1 needs the batch_size to split the calls by")
+        self.steps_per_call = steps_per_call
+        self.batch_size = batch_size
+        self.automatic_optimization = tbptt_steps is None and steps_per_call == 1
         self.gradient_clip_val = gradient_clip_val
         self.gradient_clip_algorithm = gradient_clip_algorithm
         metrics = task_metrics(
@@ -198,25 +206,54 @@ class SequenceModule(L.LightningModule):
         mean_loss.reset()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        if self.tbptt_steps is None:
+        if self.automatic_optimization:
             return self._step(batch, "train")[0]
-        return self._truncated_step(batch)
+        return self._manual_steps(batch)
 
-    def _truncated_step(self, batch: dict[str, Tensor]) -> Tensor:
+    def _manual_steps(self, batch: dict[str, Tensor]) -> Tensor:
+        """Train on each batch of the call in turn (each chunk of it, with truncated BPTT).
+        Returns every batch's loss, detached, for the divergence guard; the metrics take the
+        whole call in one update."""
         optimizer = self.optimizers()
 
         def optimize(loss: Tensor) -> None:
             optimizer.zero_grad()
             self.manual_backward(loss)
-            if self.gradient_clip_val:
-                self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
-            optimizer.step()
+            optimizer.step()  # clips first: on_before_optimizer_step
 
-        assert self.tbptt_steps is not None
-        output, loss = tbptt.train_in_chunks(self.net, batch, self.tbptt_steps, self.loss, optimize)
-        self._update_metrics("train", output, batch)
-        self.train_loss.update(loss, weight=self.counted(batch))
-        return loss
+        outputs, losses, weights = [], [], []
+        for part in self._split_call(batch):
+            if self.tbptt_steps is not None:
+                output, loss = tbptt.train_in_chunks(
+                    self.net, part, self.tbptt_steps, self.loss, optimize
+                )
+            else:
+                output = self(part["x"], part.get("lengths"))
+                loss = self.loss(output, part["y"], part.get("mask"))
+                optimize(loss)
+                output, loss = output.detach(), loss.detach()
+            outputs.append(output)
+            losses.append(loss)
+            weights.append(torch.as_tensor(self.counted(part), dtype=torch.float32))
+        self._update_metrics("train", torch.cat(outputs), batch)
+        loss_values = torch.stack(losses)
+        self.train_loss.update(loss_values, weight=torch.stack(weights).to(loss_values.device))
+        return loss_values
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Lightning clips only for automatic optimization. Here, inside optimizer.step(), the
+        # gradients are already unscaled under 16-mixed, which a clip before step() would miss.
+        if not self.automatic_optimization and self.gradient_clip_val:
+            self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+
+    def _split_call(self, batch: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+        if self.steps_per_call == 1 or self.batch_size is None:
+            return [batch]
+        size = self.batch_size // self.trainer.world_size  # data.batch_size is global
+        parts = {name: tensor.split(size) for name, tensor in batch.items()}
+        return [
+            dict(zip(parts, tensors, strict=True)) for tensors in zip(*parts.values(), strict=True)
+        ]
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")

@@ -18,6 +18,16 @@ from src.training.checkpoints import EPOCH_ROW_KEY
 READ_EVERY_N_STEPS = 16
 
 
+def batches_trained(trainer: L.Trainer, batch_idx: int) -> int:
+    """Training batches done in this epoch so far, the call just ended included. Lightning's
+    `batch_idx` counts its calls of training_step, which take `steps_per_call` batches each;
+    seqlab's DataModules keep the place in batches (a resumed run's included)."""
+    position = getattr(trainer.datamodule, "position", None)
+    if position is not None and position.epoch == trainer.current_epoch:
+        return int(position.batches_done)
+    return batch_idx + 1
+
+
 class EpochTimer(L.Callback):
     """Seconds per training epoch, validation excluded, logged as `time/train_epoch_s`."""
 
@@ -105,8 +115,8 @@ class EpochRowInCheckpoints(L.Callback):
         checkpoint[EPOCH_ROW_KEY] = {
             "epoch": trainer.current_epoch,
             **{k: float(v) for k, v in metrics.items() if k.startswith(("train/", "time/"))},
-            # Lightning logs an epoch's metrics at the step of its last batch.
-            "step": trainer.global_step - 1,
+            # Lightning logs an epoch's metrics at the logger step of its last call.
+            "step": trainer.fit_loop.epoch_loop._batches_that_stepped - 1,
         }
 
 

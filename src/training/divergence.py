@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from src.training.callbacks import READ_EVERY_N_STEPS
+from src.training.callbacks import READ_EVERY_N_STEPS, batches_trained
 
 
 class TrainingDiverged(Exception):
@@ -26,13 +26,21 @@ class DivergenceGuard(L.Callback):
 
     def __init__(self, read_every_n_steps: int = READ_EVERY_N_STEPS) -> None:
         self.read_every_n_steps = read_every_n_steps
-        # The first non-finite loss since the last read: its batch (-1: none yet), its value.
+        # The first non-finite loss since the last read: its batch in the epoch (-1: none yet),
+        # its optimizer step, its value; and the epoch they belong to.
         self._bad_batch: Tensor | None = None
+        self._bad_step: Tensor | None = None
         self._bad_loss: Tensor | None = None
-        self._where = (0, 0)  # the epoch and optimizer step of the batch counted from
+        self._epoch = 0
+        self._call_start_step = 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._bad_batch = self._bad_loss = None
+        self._bad_batch = self._bad_step = self._bad_loss = None
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._call_start_step = trainer.global_step
 
     def on_train_batch_end(
         self,
@@ -45,14 +53,24 @@ class DivergenceGuard(L.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:
             return
-        loss = loss.detach().float()
+        # One loss per batch of the call (steps_per_call), in order.
+        losses = loss.detach().float().reshape(-1)
+        batches = len(losses)
         if self._bad_batch is None:
-            self._bad_batch = torch.full((), -1, dtype=torch.long, device=loss.device)
-            self._bad_loss = torch.zeros((), device=loss.device)
-            self._where = (trainer.current_epoch, trainer.global_step - batch_idx)
-        first = ~torch.isfinite(loss) & (self._bad_batch < 0)
-        self._bad_batch = torch.where(first, batch_idx, self._bad_batch)
-        self._bad_loss = torch.where(first, loss, self._bad_loss)
+            self._bad_batch = torch.full((), -1, dtype=torch.long, device=losses.device)
+            self._bad_step = torch.zeros((), dtype=torch.long, device=losses.device)
+            self._bad_loss = torch.zeros((), device=losses.device)
+            self._epoch = trainer.current_epoch
+        bad = ~torch.isfinite(losses)
+        first = bad.any() & (self._bad_batch < 0)
+        index = bad.int().argmax()  # the first bad one's (0 when none is bad)
+        # Truncated BPTT steps once per chunk: the steps of a batch, then its last one's number.
+        steps_per_batch = (trainer.global_step - self._call_start_step) // batches
+        first_batch = batches_trained(trainer, batch_idx) - batches
+        self._bad_batch = torch.where(first, first_batch + index, self._bad_batch)
+        step = self._call_start_step + (index + 1) * steps_per_batch
+        self._bad_step = torch.where(first, step, self._bad_step)
+        self._bad_loss = torch.where(first, losses[index], self._bad_loss)
         if (batch_idx + 1) % self.read_every_n_steps == 0:
             self._raise_if_diverged(trainer, pl_module)
 
@@ -73,13 +91,12 @@ class DivergenceGuard(L.Callback):
             )
 
     def _raise_if_diverged(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._bad_batch is None or self._bad_loss is None:
+        if self._bad_batch is None or self._bad_loss is None or self._bad_step is None:
             return
         batch_idx = int(self._bad_batch)
         if batch_idx < 0:
             return
-        epoch, first_step = self._where
-        where = f"epoch {epoch}, batch {batch_idx} (optimizer step {first_step + batch_idx})"
+        where = f"epoch {self._epoch}, batch {batch_idx} (optimizer step {int(self._bad_step)})"
         raise TrainingDiverged(
             f"the training loss became {float(self._bad_loss)} at {where}. "
             f"{_likely_cause(trainer)} No checkpoint of the diverged model was saved."

@@ -42,7 +42,7 @@ RESUME_MAY_CHANGE = (
 @dataclass(frozen=True)
 class ResumePoint:
     path: Path
-    global_step: int  # optimizer steps taken when the checkpoint was written
+    logged_step: int  # the loggers' step when the checkpoint was written (see `logged_step`)
     config: DictConfig  # the resumed run's own config, with what a resume may change
     fallback_note: str | None = None  # why `path` is not the checkpoint asked for
     epoch_row: dict[str, float] | None = None
@@ -117,10 +117,23 @@ def resume_point(cfg: DictConfig, command_keys: list[str] | None) -> ResumePoint
     # resume of data=adding needs no data=adding: the run's config says so).
     check_compatible(saved, OmegaConf.to_container(config, resolve=True), path)  # type: ignore[arg-type]
     check_epochs(config, checkpoint, path)
-    step = int(checkpoint.get("global_step", 0))
     if note is None:
         note = rollback_note(path, checkpoint, config)
-    return ResumePoint(path, step, config, note, checkpoint.get(EPOCH_ROW_KEY))
+    return ResumePoint(path, logged_step(checkpoint), config, note, checkpoint.get(EPOCH_ROW_KEY))
+
+
+def logged_step(checkpoint: Mapping[str, Any]) -> int:
+    """The step Lightning's loggers had reached: its count of training calls that stepped the
+    optimizer. It equals `global_step` only with one optimizer step per call; truncated BPTT
+    and `steps_per_call` take several."""
+    fit_loop = select(checkpoint, "loops.fit_loop") or {}
+    stepped = fit_loop.get("epoch_loop.state_dict", {}).get("_batches_that_stepped")
+    if stepped is None:
+        return int(checkpoint.get("global_step", 0))
+    # A checkpoint written at a call's end (a signal's) precedes Lightning's count of that
+    # call, which the run has trained on and logged at that step.
+    progress = fit_loop.get("epoch_loop.batch_progress", {}).get("total", {})
+    return int(stepped) + max(0, progress.get("processed", 0) - progress.get("completed", 0))
 
 
 def epochs_begun(checkpoint: Mapping[str, Any]) -> int:

@@ -93,9 +93,51 @@ def command_line_keys() -> list[str] | None:
     return [override.key_or_group for override in overrides]
 
 
+def steps_per_call_of(cfg: DictConfig) -> int:
+    """Batches per call of training_step: the config's, or 1 for a config from before the key
+    (a resumed run trains as it did)."""
+    return int(cfg.get("steps_per_call") or 1)
+
+
+def optimizes_itself(cfg: DictConfig) -> bool:
+    """Whether the module steps the optimizer itself (Lightning's manual optimization)."""
+    return bool(cfg.model.get("tbptt_steps")) or steps_per_call_of(cfg) > 1
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    steps_per_call = steps_per_call_of(cfg)
+    extra: dict[str, Any] = {}
+    if steps_per_call > 1:
+        # Lightning would count the calls, not the batches: the DataModule ends the epoch.
+        extra["train_batch_limit"] = cfg.trainer.get("limit_train_batches")
+    return instantiate_group(
+        cfg.data, "data", shuffle_seed=cfg.seed, steps_per_call=steps_per_call, **extra
+    )
+
+
+def trainer_overrides(cfg: DictConfig) -> dict[str, Any]:
+    """What the Trainer gets instead of the config's own values, and why."""
+    overrides: dict[str, Any] = {}
+    if optimizes_itself(cfg):
+        # Lightning refuses to clip for a module that optimizes itself: the module clips.
+        overrides["gradient_clip_val"] = None
+    steps_per_call = steps_per_call_of(cfg)
+    if steps_per_call == 1:
+        return overrides
+    # Lightning counts calls of training_step; the config counts batches.
+    limit = cfg.trainer.get("limit_train_batches")
+    if limit not in (None, 0, 0.0):
+        overrides["limit_train_batches"] = None  # the DataModule's (build_datamodule)
+    interval = cfg.trainer.get("val_check_interval")
+    if isinstance(interval, int) and not isinstance(interval, bool):
+        overrides["val_check_interval"] = interval // steps_per_call  # checks: it divides
+    return overrides
+
+
 def build_module(cfg: DictConfig) -> SequenceModule:
     scheduler = instantiate_group(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
     tbptt_steps = cfg.model.get("tbptt_steps")
+    steps_per_call = steps_per_call_of(cfg)
     module = SequenceModule(
         instantiate_group(network_config(cfg.model), "model"),
         task=cfg.data.task,
@@ -107,8 +149,10 @@ def build_module(cfg: DictConfig) -> SequenceModule:
         num_classes=cfg.data.get("num_classes"),
         metrics=tuple(cfg.data.get("metrics") or ()),
         tbptt_steps=tbptt_steps,
-        # Truncated BPTT optimizes in the module, which then clips as the trainer would.
-        gradient_clip_val=cfg.trainer.get("gradient_clip_val") if tbptt_steps else None,
+        steps_per_call=steps_per_call,
+        batch_size=cfg.data.batch_size,
+        # A module that optimizes itself clips as the trainer would.
+        gradient_clip_val=(cfg.trainer.get("gradient_clip_val") if optimizes_itself(cfg) else None),
         gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm") or "norm",
     )
     # As hyperparameters, the config goes into every checkpoint (a run can be resumed or
@@ -190,7 +234,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     threads = configure_threads(cfg.get("num_threads"))
     L.seed_everything(cfg.seed, workers=True)
     # Built before the run directory, so a config a library refuses leaves no directory behind.
-    datamodule = instantiate_group(cfg.data, "data", shuffle_seed=cfg.seed)
+    datamodule = build_datamodule(cfg)
     module = build_module(cfg)
 
     run_dir = create_run_dir(cfg, resuming=resume is not None)
@@ -221,14 +265,14 @@ def _run_in(
             log.warning(resume.fallback_note)
         if writes_files:
             remove_stale_temporaries(run_dir, run_dir / CHECKPOINT_DIRNAME)
-        log.info("resuming from %s (step %d)", resume.path, resume.global_step)
+        log.info("resuming from %s (logged step %d)", resume.path, resume.logged_step)
 
     try:
         callbacks = build_callbacks(cfg, run_dir)
         loggers = build_loggers(
             cfg,
             run_dir,
-            resume_step=resume.global_step if resume is not None else None,
+            resume_step=resume.logged_step if resume is not None else None,
             resume_row=resume.epoch_row if resume is not None else None,
         )
         trainer: L.Trainer = instantiate_group(
@@ -237,9 +281,7 @@ def _run_in(
             callbacks=callbacks,
             logger=loggers or False,
             default_root_dir=str(run_dir),
-            # Lightning refuses to clip for a module that optimizes itself (truncated BPTT):
-            # the module clips instead.
-            **({"gradient_clip_val": None} if cfg.model.get("tbptt_steps") else {}),
+            **trainer_overrides(cfg),
         )
         check_distributed(cfg, trainer)
     except ConfigError:

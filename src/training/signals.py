@@ -20,7 +20,7 @@ from typing import Any
 
 import lightning as L
 
-from src.training.callbacks import READ_EVERY_N_STEPS
+from src.training.callbacks import READ_EVERY_N_STEPS, batches_trained
 
 log = logging.getLogger("seqlab")
 
@@ -82,7 +82,8 @@ class GracefulStop(L.Callback):
         if not self._stop_now(trainer, batch_idx):
             return
         trainer.save_checkpoint(self.checkpoint_path)
-        self._stop(trainer, f"epoch {trainer.current_epoch}, batch {batch_idx}")
+        batch = batches_trained(trainer, batch_idx) - 1
+        self._stop(trainer, f"epoch {trainer.current_epoch}, batch {batch}")
 
     def _stop_now(self, trainer: L.Trainer, batch_idx: int) -> bool:
         if trainer.world_size == 1:

@@ -99,7 +99,8 @@ def test_a_small_gru_learns_digits_row_by_row(compose_cfg, tmp_path, fake_mnist)
 
 
 def test_a_run_stopped_mid_epoch_saves_its_place_in_the_epoch(compose_cfg, tmp_path, fake_mnist):
-    # The resumed run starts after the last batch it trained on, which the DataModule counts.
+    # The resumed run starts after the last batch it trained on, which the DataModule counts:
+    # a signal in call 1 of two batches each stops after batch 3 (0-based), four batches in.
     mirror, checksums = fake_mnist
     run_dir = tmp_path / "run"
     cfg = compose_cfg(
@@ -110,10 +111,11 @@ def test_a_run_stopped_mid_epoch_saves_its_place_in_the_epoch(compose_cfg, tmp_p
         "model.hidden_size=8",
         "trainer.max_epochs=2",
         "num_threads=1",
+        "steps_per_call=2",
         f"paths.run_dir={run_dir}",
         "+callbacks.signal._target_=tests.conftest.SignalAtBatch",
         "+callbacks.signal.epoch=1",
-        "+callbacks.signal.batch=3",
+        "+callbacks.signal.batch=1",
         f"+callbacks.signal.signum={int(signal.SIGTERM)}",
     )
     with open_dict(cfg):

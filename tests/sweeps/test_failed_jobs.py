@@ -35,11 +35,13 @@ def last_line(text: str) -> str:
 
 
 def signal_once(signum: int, marker: Path) -> list[str]:
-    """A real signal at batch 3 of the first job that gets there, and in no other job."""
+    """A real signal in call 1 (batches 2 and 3) of the first job that gets there, and in no
+    other job."""
     return [
+        "steps_per_call=2",
         "+callbacks.stop._target_=tests.conftest.SignalAtBatch",
         "+callbacks.stop.epoch=0",
-        "+callbacks.stop.batch=3",
+        "+callbacks.stop.batch=1",
         f"+callbacks.stop.signum={signum}",
         f"+callbacks.stop.marker={marker}",
     ]

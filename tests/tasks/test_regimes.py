@@ -43,7 +43,7 @@ CASES = {
     ],
     "tbptt": [
         "data=copy", "data.lag=10", "data.to_copy=3", "data.num_train=512", "data.num_val=64",
-        "data.num_test=64", "model.tbptt_steps=4", "trainer.max_epochs=2",
+        "data.num_test=64", "data.batch_size=32", "model.tbptt_steps=4", "trainer.max_epochs=2",
         "trainer.gradient_clip_val=1.0",
     ],
 }  # fmt: skip
@@ -52,12 +52,14 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_a_run_stopped_mid_epoch_resumes_to_the_same_end(tmp_path, case):
     reference, run_dir = tmp_path / "reference", tmp_path / "run"
-    overrides = [*COMMON, *CASES[case], f"paths.data_dir={tmp_path / 'data'}"]
+    # 16 batches an epoch, in calls of 3 (test_faults runs a call per batch).
+    overrides = [*COMMON, *CASES[case], f"paths.data_dir={tmp_path / 'data'}", "steps_per_call=3"]
     done = run_command("src.train", *overrides, f"paths.run_dir={reference}")
     assert done.returncode == 0, done.stderr[-3000:]
     stopped = run_cli(*overrides, f"paths.run_dir={run_dir}", *signal_at(1, 3, signal.SIGTERM))
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
-    assert "after epoch 1, batch 3" in stopped.stderr
+    # Signalled in call 3 of epoch 1 (batches 9-11): stopped after batch 11, resumed at 12.
+    assert "after epoch 1, batch 11" in stopped.stderr
     resumed = run_command("src.train", f"paths.run_dir={run_dir}", "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert results(run_dir) == results(reference)

@@ -35,6 +35,9 @@ RUN = [
     "model.dropout=0.3",
     "trainer.enable_progress_bar=false",
     "~callbacks.model_summary",
+    # A call of training_step per batch: Lightning's own loop (tests/tasks/test_regimes.py
+    # stops and resumes runs of several batches a call).
+    "steps_per_call=1",
 ]
 # What may differ between a resumed run and one that never stopped.
 UNTIMED = {"test_checkpoint", "train_epoch_seconds", "time/train_epoch_s"}

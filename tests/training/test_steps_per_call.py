@@ -1,0 +1,80 @@
+"""Several batches per call of training_step (`steps_per_call`) train exactly as one per call:
+the same batches, the same optimizer steps, the same weights; limits and messages count
+batches, not calls."""
+
+import pytest
+import torch
+
+from src.config.checks import check_config
+from src.config.errors import ConfigError
+from src.training.checkpoints import load_checkpoint
+from src.training.run import train
+from tests.conftest import QUICK, run_command
+from tests.training.test_faults import csv_rows
+
+# 13 batches of 16 an epoch, of which limit_train_batches (quick profile: 8) trains the first 8.
+SMALL = [*QUICK, "data.batch_size=16", "trainer.deterministic=true"]
+COPY = ["profile=quick", "data=copy", "data.lag=6", "data.to_copy=3", "data.num_train=208",
+        "data.num_val=32", "data.num_test=32", "data.batch_size=16", "model.tbptt_steps=4",
+        "trainer.deterministic=true"]  # fmt: skip
+CASES = {
+    "gru": SMALL,
+    "lstm, torch, clipped": [*SMALL, "model=lstm", "trainer.gradient_clip_val=0.5"],
+    "truncated BPTT": [*SMALL, "model.tbptt_steps=4"],
+    "every step, truncated BPTT": COPY,
+}
+
+
+def run(compose_cfg, run_dir, *overrides):
+    results = train(compose_cfg(*overrides, f"paths.run_dir={run_dir}"))
+    return results, load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_calls_of_several_batches_train_exactly_as_calls_of_one(compose_cfg, tmp_path, case):
+    one, one_ckpt = run(compose_cfg, tmp_path / "one", *CASES[case], "steps_per_call=1")
+    # 8 batches in calls of 3: 3 + 3 + 2.
+    three, three_ckpt = run(compose_cfg, tmp_path / "three", *CASES[case], "steps_per_call=3")
+    # 2 epochs of 8 batches, a step each (truncated BPTT with one target per sequence too);
+    # the copy task's 12 steps (3 + 6 + 3) in chunks of 4: 3 steps a batch.
+    steps = 2 * 8 * (3 if case.startswith("every step") else 1)
+    assert one_ckpt["global_step"] == three_ckpt["global_step"] == steps
+    weights = {k: v for k, v in one_ckpt["state_dict"].items() if k.startswith("net.")}
+    for name, tensor in weights.items():
+        assert torch.equal(three_ckpt["state_dict"][name], tensor), name
+    for key, value in one.items():
+        if key.startswith(("test/", "best_")):
+            assert three[key] == value, key
+    # The training epoch's figures sum the same values in another order.
+    rows_one, rows_three = csv_rows(tmp_path / "one"), csv_rows(tmp_path / "three")
+    for row_one, row_three in zip(rows_one, rows_three, strict=True):
+        for key, value in row_one.items():
+            if key.startswith("train/") and value:
+                assert float(row_three[key]) == pytest.approx(float(value), rel=1e-5), key
+
+
+def test_a_divergence_inside_a_call_is_named_at_its_batch(compose_cfg, tmp_path):
+    # Poisoned after call 0 of epoch 1 (its batches 0-2): batch 3 is the first NaN loss.
+    poisoned = [
+        "+callbacks.poison._target_=tests.conftest.PoisonWeights",
+        "+callbacks.poison.epoch=1",
+        "+callbacks.poison.batch=0",
+    ]
+    done = run_command(
+        "src.train", *SMALL, "steps_per_call=3", f"paths.run_dir={tmp_path / 'run'}", *poisoned
+    )
+    assert done.returncode == 1
+    assert "the training loss became nan at epoch 1, batch 3 (optimizer step 12)" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["+trainer.accumulate_grad_batches=2"], "accumulate_grad_batches=2 needs Lightning's"),
+        (["+trainer.val_check_interval=10"], "must divide by 16.*a multiple of 16"),
+        (["steps_per_call=0"], "steps_per_call=0 is not allowed"),
+    ],
+)
+def test_what_calls_of_several_batches_cannot_do_is_refused(compose_cfg, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        check_config(compose_cfg(*overrides))
