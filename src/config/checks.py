@@ -354,26 +354,6 @@ def _check_model_fits_data(cfg: DictConfig) -> None:
         )
 
 
-def _check_steps_per_call(cfg: DictConfig) -> None:
-    steps = _value(cfg, "steps_per_call")
-    if steps in (ABSENT, None, 1):
-        return
-    accumulate = _value(cfg, "trainer.accumulate_grad_batches")
-    if accumulate not in (ABSENT, None, 1):
-        raise ConfigError(
-            f"trainer.accumulate_grad_batches={accumulate} needs Lightning's own loop, one batch "
-            f"per training step, but steps_per_call={steps} steps the optimizer in the module. "
-            "Fix: steps_per_call=1, or a larger data.batch_size instead of accumulating."
-        )
-    interval = _value(cfg, "trainer.val_check_interval")
-    if isinstance(interval, int) and not isinstance(interval, bool) and interval % steps:
-        raise ConfigError(
-            f"trainer.val_check_interval={interval} counts batches in calls of steps_per_call="
-            f"{steps}, so it must divide by {steps}. Fix: a multiple of {steps}, a fraction "
-            "of the epoch (0.5), or steps_per_call=1."
-        )
-
-
 def _check_precision(cfg: DictConfig) -> None:
     if str(OmegaConf.select(cfg, "trainer.precision", default="")) == "16-true":
         raise ConfigError(
@@ -400,7 +380,6 @@ def check_config(cfg: DictConfig) -> None:
         _check_copy_sizes(data)
     _check_head(cfg)
     _check_tbptt(cfg)
-    _check_steps_per_call(cfg)
     if _has(data, "val_size"):
         _check_mnist_splits(data)
     _check_fits_in_memory(cfg)

@@ -202,9 +202,9 @@ def batch_limit(limit: int | float | None, num_batches: int) -> int | None:
     """Lightning's reading of `limit_train_batches`: a count, or a fraction of the epoch."""
     if limit is None or (isinstance(limit, float) and limit == 1.0):
         return None
-    if isinstance(limit, float):
+    if isinstance(limit, float) and limit < 1.0:
         return int(num_batches * limit)
-    return min(int(limit), num_batches)
+    return min(int(limit), num_batches)  # a whole float (8.0) counts batches, as in Lightning
 
 
 @dataclass
@@ -217,6 +217,16 @@ class EpochPosition:
     def count_batches(self, epoch: int, batches: int = 1) -> None:
         self.batches_done = self.batches_done + batches if epoch == self.epoch else batches
         self.epoch = epoch
+
+
+def batches_trained(trainer: L.Trainer, batch_idx: int) -> int:
+    """Training batches done in this epoch so far, the current call included. Lightning's
+    `batch_idx` counts its calls of training_step, which take `steps_per_call` batches each;
+    seqlab's DataModules keep the place in batches (a resumed run's included)."""
+    position = getattr(trainer.datamodule, "position", None)
+    if position is not None and position.epoch == trainer.current_epoch:
+        return int(position.batches_done)
+    return batch_idx + 1
 
 
 class ResumableLoader(DataLoader):

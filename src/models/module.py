@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from src.data.in_memory import batches_trained
 from src.models import tbptt
 from src.models.losses import counted_steps, masked_loss
 from src.models.metrics import (
@@ -34,6 +35,7 @@ from src.models.metrics import (
     ToleranceAccuracy,
     WeightedMean,
 )
+from src.models.seeding import seed_batch
 
 Task = Literal["regression", "classification", "multilabel"]
 TASKS = ("regression", "classification", "multilabel")
@@ -102,6 +104,7 @@ class SequenceModule(L.LightningModule):
         tbptt_steps: int | None = None,
         steps_per_call: int = 1,
         batch_size: int | None = None,
+        batch_seed: int | None = None,
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str = "norm",
     ) -> None:
@@ -122,6 +125,8 @@ class SequenceModule(L.LightningModule):
             raise ValueError("steps_per_call > 1 needs the batch_size to split the calls by")
         self.steps_per_call = steps_per_call
         self.batch_size = batch_size
+        # With dropout, the generator is seeded before every training batch (src/models/seeding.py).
+        self.batch_seed = batch_seed
         self.automatic_optimization = tbptt_steps is None and steps_per_call == 1
         self.gradient_clip_val = gradient_clip_val
         self.gradient_clip_algorithm = gradient_clip_algorithm
@@ -207,14 +212,21 @@ class SequenceModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         if self.automatic_optimization:
+            self._seed_batch(batch_idx)
             return self._step(batch, "train")[0]
-        return self._manual_steps(batch)
+        return self._manual_steps(batch, batch_idx)
 
-    def _manual_steps(self, batch: dict[str, Tensor]) -> Tensor:
+    def _seed_batch(self, batch_in_epoch: int) -> None:
+        if self.batch_seed is not None:
+            seed_batch(self.batch_seed, self.current_epoch, batch_in_epoch, self.device)
+
+    def _manual_steps(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """Train on each batch of the call in turn (each chunk of it, with truncated BPTT).
         Returns every batch's loss, detached, for the divergence guard; the metrics take the
         whole call in one update."""
         optimizer = self.optimizers()
+        parts = self._split_call(batch)
+        first_batch = batches_trained(self.trainer, batch_idx) - len(parts)
 
         def optimize(loss: Tensor) -> None:
             optimizer.zero_grad()
@@ -222,7 +234,8 @@ class SequenceModule(L.LightningModule):
             optimizer.step()  # clips first: on_before_optimizer_step
 
         outputs, losses, weights = [], [], []
-        for part in self._split_call(batch):
+        for index, part in enumerate(parts):
+            self._seed_batch(first_batch + index)
             if self.tbptt_steps is not None:
                 output, loss = tbptt.train_in_chunks(
                     self.net, part, self.tbptt_steps, self.loss, optimize

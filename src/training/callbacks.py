@@ -1,5 +1,5 @@
-"""Callbacks seqlab adds to every run: epoch timing, per-batch seeding, the epoch row in
-checkpoints, and the count of samples evaluated."""
+"""Callbacks seqlab adds to every run: epoch timing, the epoch row in checkpoints, and the count
+of samples evaluated."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 
 from src.training.checkpoints import EPOCH_ROW_KEY
@@ -18,14 +17,11 @@ from src.training.checkpoints import EPOCH_ROW_KEY
 READ_EVERY_N_STEPS = 16
 
 
-def batches_trained(trainer: L.Trainer, batch_idx: int) -> int:
-    """Training batches done in this epoch so far, the call just ended included. Lightning's
-    `batch_idx` counts its calls of training_step, which take `steps_per_call` batches each;
-    seqlab's DataModules keep the place in batches (a resumed run's included)."""
-    position = getattr(trainer.datamodule, "position", None)
-    if position is not None and position.epoch == trainer.current_epoch:
-        return int(position.batches_done)
-    return batch_idx + 1
+def read_due(trainer: L.Trainer, batch_idx: int, every_n_steps: int = READ_EVERY_N_STEPS) -> bool:
+    """Whether a guard reads back from the device after call `batch_idx` of training_step: about
+    every `every_n_steps` batches, whichever number of them a call takes (`steps_per_call`)."""
+    per_call = getattr(trainer.datamodule, "steps_per_call", 1)
+    return (batch_idx + 1) % max(1, every_n_steps // per_call) == 0
 
 
 class EpochTimer(L.Callback):
@@ -54,38 +50,6 @@ class EpochTimer(L.Callback):
         self._epoch_start = None
         self.train_epoch_seconds.append(seconds)
         pl_module.log("time/train_epoch_s", seconds, on_step=False, on_epoch=True)
-
-
-class BatchSeeding(L.Callback):
-    """Seeds torch's global generator from (seed, epoch, batch) before every training batch.
-
-    Lightning does not checkpoint RNG state, and a resumed fit draws from the generator a
-    different number of times before its first batch than an uninterrupted one (dataloader
-    iterators draw a base seed). Making dropout's randomness a pure function of the batch, like the
-    batch order, lets a resumed run draw exactly what the uninterrupted run would have drawn.
-    """
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        words = np.random.SeedSequence([self.seed, trainer.current_epoch, batch_idx])
-        high, low = (int(word) for word in words.generate_state(2))
-        seed_generators(high << 32 | low, pl_module.device)
-
-
-def seed_generators(seed: int, device: torch.device) -> None:
-    """Seed the CPU generator and that of the device the module trains on. Not
-    torch.manual_seed: with CUDA, XPU and MTIA uninitialised it queues a lazy seeding call for
-    each, formatting a stack trace every time, which cost 4 ms a step (a sixth of an LSTM
-    multiplication step) on CPU."""
-    torch.default_generator.manual_seed(seed)
-    if device.type == "cuda":
-        torch.cuda.manual_seed(seed)  # the current device: the one this rank trains on
-    elif device.type != "cpu" and hasattr(getattr(torch, device.type, None), "manual_seed"):
-        getattr(torch, device.type).manual_seed(seed)
 
 
 class EpochRowInCheckpoints(L.Callback):

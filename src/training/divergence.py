@@ -8,7 +8,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from src.training.callbacks import READ_EVERY_N_STEPS, batches_trained
+from src.data.in_memory import batches_trained
+from src.training.callbacks import READ_EVERY_N_STEPS, read_due
 
 
 class TrainingDiverged(Exception):
@@ -71,7 +72,7 @@ class DivergenceGuard(L.Callback):
         step = self._call_start_step + (index + 1) * steps_per_batch
         self._bad_step = torch.where(first, step, self._bad_step)
         self._bad_loss = torch.where(first, losses[index], self._bad_loss)
-        if (batch_idx + 1) % self.read_every_n_steps == 0:
+        if read_due(trainer, batch_idx, self.read_every_n_steps):
             self._raise_if_diverged(trainer, pl_module)
 
     def on_save_checkpoint(

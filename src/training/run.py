@@ -34,7 +34,7 @@ from src.tracking.run_dir import (
     is_launch_rank_zero,
     release,
 )
-from src.training.callbacks import BatchSeeding, EpochRowInCheckpoints, EpochTimer, EvaluatedSamples
+from src.training.callbacks import EpochRowInCheckpoints, EpochTimer, EvaluatedSamples
 from src.training.checkpoints import AtomicCheckpointIO
 from src.training.distributed import check_distributed
 from src.training.divergence import DivergenceGuard
@@ -93,9 +93,32 @@ def command_line_keys() -> list[str] | None:
     return [override.key_or_group for override in overrides]
 
 
+# Trainer settings that count Lightning's calls of training_step, other than at these values.
+# Calls of several batches would change what they mean, so a run that sets one trains a batch
+# per call. (limit_train_batches is counted in batches by the DataModule instead.)
+COUNT_CALLS = {
+    "fast_dev_run": (None, False, 0),
+    "overfit_batches": (None, 0),
+    "max_steps": (None, -1),
+    "val_check_interval": (None, 1),
+    "accumulate_grad_batches": (None, 1),
+}
+
+
+def settings_counting_calls(cfg: DictConfig) -> list[str]:
+    trainer = cfg.get("trainer") or {}
+    return [
+        f"trainer.{key}={trainer.get(key)}"
+        for key, neutral in COUNT_CALLS.items()
+        if trainer.get(key) not in neutral
+    ]
+
+
 def steps_per_call_of(cfg: DictConfig) -> int:
-    """Batches per call of training_step: the config's, or 1 for a config from before the key
-    (a resumed run trains as it did)."""
+    """Batches per call of training_step: the config's; 1 for a config from before the key (a
+    resumed run trains as it did) or one with a trainer setting that counts calls."""
+    if settings_counting_calls(cfg):
+        return 1
     return int(cfg.get("steps_per_call") or 1)
 
 
@@ -128,9 +151,6 @@ def trainer_overrides(cfg: DictConfig) -> dict[str, Any]:
     limit = cfg.trainer.get("limit_train_batches")
     if limit not in (None, 0, 0.0):
         overrides["limit_train_batches"] = None  # the DataModule's (build_datamodule)
-    interval = cfg.trainer.get("val_check_interval")
-    if isinstance(interval, int) and not isinstance(interval, bool):
-        overrides["val_check_interval"] = interval // steps_per_call  # checks: it divides
     return overrides
 
 
@@ -151,6 +171,8 @@ def build_module(cfg: DictConfig) -> SequenceModule:
         tbptt_steps=tbptt_steps,
         steps_per_call=steps_per_call,
         batch_size=cfg.data.batch_size,
+        # Dropout is the model's only draw from the generator while training.
+        batch_seed=cfg.seed if cfg.model.get("dropout") else None,
         # A module that optimizes itself clips as the trainer would.
         gradient_clip_val=(cfg.trainer.get("gradient_clip_val") if optimizes_itself(cfg) else None),
         gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm") or "norm",
@@ -166,8 +188,6 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
     resume_command = f"python -m src.train paths.run_dir={run_dir} ckpt_path=last"
     callbacks: list[L.Callback] = [
         EpochTimer(),
-        # Dropout is the model's only draw from the generator while training.
-        *([BatchSeeding(cfg.seed)] if cfg.model.get("dropout") else []),
         EvaluatedSamples(),
         EpochRowInCheckpoints(),
         # The guard first: a stop on a signal must never save a diverged model.
@@ -233,6 +253,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_sweep(cfg)
     threads = configure_threads(cfg.get("num_threads"))
     L.seed_everything(cfg.seed, workers=True)
+    counting = settings_counting_calls(cfg)
+    if counting and int(cfg.get("steps_per_call") or 1) > 1:
+        log.info(
+            "one batch per call of training_step, not steps_per_call=%s: %s counts calls",
+            cfg.steps_per_call,
+            ", ".join(counting),
+        )
     # Built before the run directory, so a config a library refuses leaves no directory behind.
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)

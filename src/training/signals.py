@@ -20,7 +20,8 @@ from typing import Any
 
 import lightning as L
 
-from src.training.callbacks import READ_EVERY_N_STEPS, batches_trained
+from src.data.in_memory import batches_trained
+from src.training.callbacks import READ_EVERY_N_STEPS, read_due
 
 log = logging.getLogger("seqlab")
 
@@ -90,7 +91,8 @@ class GracefulStop(L.Callback):
             return self.received is not None
         # Every rank must stop after the same batch: a signal to any rank stops them all. The
         # ranks agree by a collective, which waits for the devices, so only every few batches.
-        if (batch_idx + 1) % self.read_every_n_steps and not _is_last_batch(trainer):
+        due = read_due(trainer, batch_idx, self.read_every_n_steps)
+        if not due and not _is_last_batch(trainer):
             return False
         return trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
 

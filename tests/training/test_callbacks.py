@@ -2,7 +2,7 @@ import traceback
 
 import torch
 
-from src.training.callbacks import seed_generators
+from src.models.seeding import seed_generators
 
 
 def test_seeding_a_batch_draws_what_torch_manual_seed_draws_on_cpu():

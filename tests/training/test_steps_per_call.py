@@ -8,7 +8,7 @@ import torch
 from src.config.checks import check_config
 from src.config.errors import ConfigError
 from src.training.checkpoints import load_checkpoint
-from src.training.run import train
+from src.training.run import steps_per_call_of, train
 from tests.conftest import QUICK, run_command
 from tests.training.test_faults import csv_rows
 
@@ -19,7 +19,14 @@ COPY = ["profile=quick", "data=copy", "data.lag=6", "data.to_copy=3", "data.num_
         "trainer.deterministic=true"]  # fmt: skip
 CASES = {
     "gru": SMALL,
-    "lstm, torch, clipped": [*SMALL, "model=lstm", "trainer.gradient_clip_val=0.5"],
+    "lstm, torch, clipped, cosine schedule": [
+        *SMALL,
+        "model=lstm",
+        "trainer.gradient_clip_val=0.5",
+        "scheduler=cosine",
+    ],
+    # Dropout draws from the generator, which is seeded per batch, not per call.
+    "gru, dropout": [*SMALL, "model.num_layers=2", "model.dropout=0.3"],
     "truncated BPTT": [*SMALL, "model.tbptt_steps=4"],
     "every step, truncated BPTT": COPY,
 }
@@ -68,13 +75,27 @@ def test_a_divergence_inside_a_call_is_named_at_its_batch(compose_cfg, tmp_path)
 
 
 @pytest.mark.parametrize(
-    ("overrides", "message"),
+    "setting",
     [
-        (["+trainer.accumulate_grad_batches=2"], "accumulate_grad_batches=2 needs Lightning's"),
-        (["+trainer.val_check_interval=10"], "must divide by 16.*a multiple of 16"),
-        (["steps_per_call=0"], "steps_per_call=0 is not allowed"),
+        "+trainer.accumulate_grad_batches=2",
+        "+trainer.val_check_interval=10",
+        "+trainer.val_check_interval=0.5",
+        "+trainer.max_steps=5",
+        "+trainer.overfit_batches=2",
+        "debug=fast_dev_run",
     ],
 )
-def test_what_calls_of_several_batches_cannot_do_is_refused(compose_cfg, overrides, message):
-    with pytest.raises(ConfigError, match=message):
-        check_config(compose_cfg(*overrides))
+def test_trainer_settings_that_count_calls_train_a_batch_per_call(compose_cfg, setting):
+    assert steps_per_call_of(compose_cfg("steps_per_call=16")) == 16
+    assert steps_per_call_of(compose_cfg("steps_per_call=16", setting)) == 1
+
+
+def test_max_steps_stops_at_its_optimizer_step(compose_cfg, tmp_path):
+    # 8 batches an epoch: in calls of 16 Lightning would check max_steps only after all 8.
+    _, checkpoint = run(compose_cfg, tmp_path, *SMALL, "steps_per_call=16", "+trainer.max_steps=5")
+    assert checkpoint["global_step"] == 5
+
+
+def test_a_call_count_of_zero_is_refused(compose_cfg):
+    with pytest.raises(ConfigError, match="steps_per_call=0 is not allowed"):
+        check_config(compose_cfg("steps_per_call=0"))
