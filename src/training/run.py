@@ -151,6 +151,9 @@ def trainer_overrides(cfg: DictConfig) -> dict[str, Any]:
     limit = cfg.trainer.get("limit_train_batches")
     if limit not in (None, 0, 0.0):
         overrides["limit_train_batches"] = None  # the DataModule's (build_datamodule)
+    every = cfg.trainer.get("log_every_n_steps")
+    if every:
+        overrides["log_every_n_steps"] = max(1, every // steps_per_call)
     return overrides
 
 

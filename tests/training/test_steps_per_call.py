@@ -8,7 +8,7 @@ import torch
 from src.config.checks import check_config
 from src.config.errors import ConfigError
 from src.training.checkpoints import load_checkpoint
-from src.training.run import steps_per_call_of, train
+from src.training.run import steps_per_call_of, train, trainer_overrides
 from tests.conftest import QUICK, run_command
 from tests.training.test_faults import csv_rows
 
@@ -99,3 +99,10 @@ def test_max_steps_stops_at_its_optimizer_step(compose_cfg, tmp_path):
 def test_a_call_count_of_zero_is_refused(compose_cfg):
     with pytest.raises(ConfigError, match="steps_per_call=0 is not allowed"):
         check_config(compose_cfg("steps_per_call=0"))
+
+
+def test_the_logging_interval_counts_batches_too(compose_cfg):
+    # 50 batches are about 3 calls of 16; Lightning warns when an epoch has fewer calls.
+    overrides = trainer_overrides(compose_cfg("steps_per_call=16", "trainer.log_every_n_steps=50"))
+    assert overrides["log_every_n_steps"] == 3
+    assert "log_every_n_steps" not in trainer_overrides(compose_cfg("steps_per_call=1"))
