@@ -71,3 +71,16 @@ def test_the_gpu_check_runs_its_whole_plan_on_the_cpu(tmp_path):
         assert float(seconds) > 0 and int(epochs) >= 1, line
         assert " acc " in line or " tolerance_accuracy " in line, line
     assert "val acc" in rows["mnist rows gru-128 to 98 %"]
+
+
+@pytest.mark.slow
+def test_the_tbptt_benchmark_sets_truncation_beside_full_bptt(tmp_path):
+    tiny_copy = ["data.lag=6", "data.to_copy=2", "data.num_train=64", "data.num_val=16"]
+    tiny_copy += ["data.num_test=16", "data.batch_size=32", f"paths.data_dir={tmp_path}"]
+    lines = run_benchmark(
+        "benchmarks.tbptt", "--case=copy", "--steps", "0", "5", "--epochs=1", *tiny_copy
+    )
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith(("full", "5 "))}
+    assert set(rows) == {"full", "5"}
+    # 2 batches an epoch; 2 + 6 + 2 = 10 steps in chunks of 5, each chunk with a target.
+    assert int(rows["full"][-3]) == 2 and int(rows["5"][-3]) == 4
