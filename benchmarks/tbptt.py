@@ -69,25 +69,29 @@ def run_all(
     overrides: list[str], settings: list[int], budgets: list[int], parallel: bool, root: Path
 ) -> list[Outcome]:
     repo = Path(__file__).resolve().parents[1]
-    processes = []
-    for steps, epochs in zip(settings, budgets, strict=True):
-        run_dir = root / f"steps{steps}"
-        log = open(root / f"steps{steps}.log", "w")  # noqa: SIM115 - closed below
-        process = subprocess.Popen(
-            command(overrides, steps, epochs, run_dir), cwd=repo, stdout=log, stderr=log
-        )
-        processes.append((steps, run_dir, process, log))
-        if not parallel:
+    processes: list[tuple[int, Path, subprocess.Popen]] = []
+    try:
+        for steps, epochs in zip(settings, budgets, strict=True):
+            run_dir = root / f"steps{steps}"
+            with open(root / f"steps{steps}.log", "w") as log:
+                process = subprocess.Popen(
+                    command(overrides, steps, epochs, run_dir), cwd=repo, stdout=log, stderr=log
+                )
+            processes.append((steps, run_dir, process))
+            if not parallel and process.wait() != 0:
+                break
+        for _, _, process in processes:
             process.wait()
-    outcomes = []
-    for steps, run_dir, process, log in processes:
-        process.wait()
-        log.close()
-        if process.returncode != 0:
-            text = (root / f"steps{steps}.log").read_text()[-3000:]
-            raise RuntimeError(f"the run with tbptt_steps={steps} failed:\n{text}")
-        outcomes.append(outcome(steps, run_dir))
-    return outcomes
+    finally:
+        for _, _, process in processes:  # interrupted: no run goes on in the background
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    failed = [steps for steps, _, process in processes if process.returncode != 0]
+    if failed:
+        logs = "\n".join((root / f"steps{steps}.log").read_text()[-2000:] for steps in failed)
+        raise RuntimeError(f"the runs with tbptt_steps={failed} failed:\n{logs}")
+    return [outcome(steps, run_dir) for steps, run_dir, _ in processes]
 
 
 def main() -> None:

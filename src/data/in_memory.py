@@ -202,6 +202,11 @@ def batch_limit(limit: int | float | None, num_batches: int) -> int | None:
     """Lightning's reading of `limit_train_batches`: a count, or a fraction of the epoch."""
     if limit is None or (isinstance(limit, float) and limit == 1.0):
         return None
+    if limit < 0 or (isinstance(limit, float) and limit > 1.0 and not limit.is_integer()):
+        raise ConfigError(
+            f"trainer.limit_train_batches={limit} is neither a fraction of the epoch in [0, 1] "
+            "nor a whole number of batches. Fix: trainer.limit_train_batches=0.5, or =8."
+        )
     if isinstance(limit, float) and limit < 1.0:
         return int(num_batches * limit)
     return min(int(limit), num_batches)  # a whole float (8.0) counts batches, as in Lightning

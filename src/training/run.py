@@ -17,7 +17,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.atomic import atomic_write_text, remove_stale_temporaries, write_json
 from src.config.checks import check_config, check_sweep
@@ -98,11 +98,16 @@ def command_line_keys() -> list[str] | None:
 # per call. (limit_train_batches is counted in batches by the DataModule instead.)
 COUNT_CALLS = {
     "fast_dev_run": (None, False, 0),
-    "overfit_batches": (None, 0),
+    "overfit_batches": (None, 0, 0.0),
     "max_steps": (None, -1),
-    "val_check_interval": (None, 1),
+    "val_check_interval": (None, 1.0),  # the float: the integer 1 is "after every batch"
     "accumulate_grad_batches": (None, 1),
 }
+
+
+def _neutral(value: Any, neutral: tuple[Any, ...]) -> bool:
+    # By type too: 1 and 1.0 mean different things to val_check_interval.
+    return any(value is n or (type(value) is type(n) and value == n) for n in neutral)
 
 
 def settings_counting_calls(cfg: DictConfig) -> list[str]:
@@ -110,7 +115,7 @@ def settings_counting_calls(cfg: DictConfig) -> list[str]:
     return [
         f"trainer.{key}={trainer.get(key)}"
         for key, neutral in COUNT_CALLS.items()
-        if trainer.get(key) not in neutral
+        if not _neutral(trainer.get(key), neutral)
     ]
 
 
@@ -256,20 +261,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_sweep(cfg)
     threads = configure_threads(cfg.get("num_threads"))
     L.seed_everything(cfg.seed, workers=True)
+    call_note = None
     counting = settings_counting_calls(cfg)
     if counting and int(cfg.get("steps_per_call") or 1) > 1:
-        log.info(
-            "one batch per call of training_step, not steps_per_call=%s: %s counts calls",
-            cfg.steps_per_call,
-            ", ".join(counting),
+        call_note = (
+            f"one batch per call of training_step, not steps_per_call={cfg.steps_per_call}: "
+            f"{', '.join(counting)} counts calls"
         )
+        with open_dict(cfg):
+            cfg.steps_per_call = 1  # what the run does, in its saved config and checkpoints
     # Built before the run directory, so a config a library refuses leaves no directory behind.
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
 
     run_dir = create_run_dir(cfg, resuming=resume is not None)
     try:
-        return _run_in(run_dir, cfg, module, datamodule, resume, threads)
+        return _run_in(run_dir, cfg, module, datamodule, resume, threads, call_note)
     finally:
         release(run_dir)
 
@@ -281,6 +288,7 @@ def _run_in(
     datamodule: L.LightningDataModule,
     resume: ResumePoint | None,
     threads: int,
+    call_note: str | None = None,
 ) -> dict[str, Any]:
     # Under DDP only global rank 0 writes files; the other ranks log to stdout.
     writes_files = is_launch_rank_zero()
@@ -290,6 +298,8 @@ def _run_in(
         save_config(cfg, run_dir, with_overrides=resume is None)
     writer = "" if writes_files else "; a rank > 0, which writes nothing"
     log.info("run directory: %s (%d torch threads%s)", run_dir, threads, writer)
+    if call_note is not None:
+        log.info(call_note)
     if resume is not None:
         if resume.fallback_note:
             log.warning(resume.fallback_note)

@@ -4,9 +4,11 @@ batches, not calls."""
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from src.config.checks import check_config
 from src.config.errors import ConfigError
+from src.data.in_memory import batch_limit
 from src.training.checkpoints import load_checkpoint
 from src.training.run import steps_per_call_of, train, trainer_overrides
 from tests.conftest import QUICK, run_command
@@ -79,6 +81,7 @@ def test_a_divergence_inside_a_call_is_named_at_its_batch(compose_cfg, tmp_path)
     [
         "+trainer.accumulate_grad_batches=2",
         "+trainer.val_check_interval=10",
+        "+trainer.val_check_interval=1",  # the integer: after every batch
         "+trainer.val_check_interval=0.5",
         "+trainer.max_steps=5",
         "+trainer.overfit_batches=2",
@@ -90,10 +93,22 @@ def test_trainer_settings_that_count_calls_train_a_batch_per_call(compose_cfg, s
     assert steps_per_call_of(compose_cfg("steps_per_call=16", setting)) == 1
 
 
+@pytest.mark.parametrize(
+    "setting", ["+trainer.val_check_interval=1.0", "+trainer.max_steps=-1", "debug=limit"]
+)
+def test_settings_that_count_nothing_keep_several_batches_per_call(compose_cfg, setting):
+    assert steps_per_call_of(compose_cfg("steps_per_call=16", setting)) == 16
+
+
 def test_max_steps_stops_at_its_optimizer_step(compose_cfg, tmp_path):
     # 8 batches an epoch: in calls of 16 Lightning would check max_steps only after all 8.
     _, checkpoint = run(compose_cfg, tmp_path, *SMALL, "steps_per_call=16", "+trainer.max_steps=5")
     assert checkpoint["global_step"] == 5
+    # The run's saved config says what it did, so that a resume does the same; its log says why.
+    assert OmegaConf.load(tmp_path / "config.yaml").steps_per_call == 1
+    assert "not steps_per_call=16: trainer.max_steps=5 counts calls" in (
+        (tmp_path / "train.log").read_text()
+    )
 
 
 def test_a_call_count_of_zero_is_refused(compose_cfg):
@@ -106,3 +121,11 @@ def test_the_logging_interval_counts_batches_too(compose_cfg):
     overrides = trainer_overrides(compose_cfg("steps_per_call=16", "trainer.log_every_n_steps=50"))
     assert overrides["log_every_n_steps"] == 3
     assert "log_every_n_steps" not in trainer_overrides(compose_cfg("steps_per_call=1"))
+
+
+def test_the_training_limit_counts_batches_as_lightning_reads_it():
+    assert batch_limit(0.5, 10) == 5 and batch_limit(8.0, 20) == 8 and batch_limit(30, 20) == 20
+    assert batch_limit(1.0, 20) is None and batch_limit(None, 20) is None
+    for impossible in (2.5, -1):
+        with pytest.raises(ConfigError, match="neither a fraction of the epoch in"):
+            batch_limit(impossible, 20)
