@@ -263,15 +263,19 @@ class SetLearningRate(L.Callback):
 
 
 class PoisonWeights(L.Callback):
-    """Set every weight to NaN after batch `batch` of epoch `epoch`: the next loss is NaN."""
+    """Set every weight to NaN after batch `batch` of epoch `epoch`: the next loss is NaN. With
+    `rank`, on that DDP rank alone."""
 
-    def __init__(self, epoch: int, batch: int) -> None:
+    def __init__(self, epoch: int, batch: int, rank: int | None = None) -> None:
         self.epoch = epoch
         self.batch = batch
+        self.rank = rank
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
         if (trainer.current_epoch, idx) == (self.epoch, self.batch):
             with torch.no_grad():
                 for parameter in pl_module.parameters():

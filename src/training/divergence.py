@@ -95,8 +95,15 @@ class DivergenceGuard(L.Callback):
         if self._bad_batch is None or self._bad_loss is None or self._bad_step is None:
             return
         batch_idx = int(self._bad_batch)
-        if batch_idx < 0:
+        # Under DDP every rank decides alike: a rank that raised alone would leave the others
+        # waiting in their next collective.
+        if not trainer.strategy.reduce_boolean_decision(batch_idx >= 0, all=False):
             return
+        if batch_idx < 0:
+            raise TrainingDiverged(
+                f"the training loss became NaN or infinite on another rank in epoch {self._epoch}. "
+                f"{_likely_cause(trainer)} No checkpoint of the diverged model was saved."
+            )
         where = f"epoch {self._epoch}, batch {batch_idx} (optimizer step {int(self._bad_step)})"
         raise TrainingDiverged(
             f"the training loss became {float(self._bad_loss)} at {where}. "

@@ -142,3 +142,27 @@ def test_every_trainer_preset_composes(compose_cfg):
     cfg = compose_cfg("trainer=ddp_multinode")
     assert (cfg.trainer.strategy, cfg.trainer.num_nodes, cfg.trainer.devices) == ("ddp", 2, 4)
     assert compose_cfg("trainer=ddp_cpu").trainer.devices == 2
+
+
+@pytest.mark.slow
+def test_a_loss_diverged_on_one_rank_stops_every_rank(tmp_path):
+    # Rank 1's weights go NaN after batch 14, so its loss at batch 15, where the guard reads, is
+    # NaN while rank 0's is not yet: both ranks must stop there, not rank 1 alone.
+    done = run_cli(
+        "trainer=ddp_cpu",
+        "num_threads=1",
+        "steps_per_call=1",
+        "data.seq_len=10",
+        "data.num_sequences=1300",
+        "data.num_fit=1280",
+        "trainer.max_epochs=1",
+        f"paths.run_dir={tmp_path / 'run'}",
+        "+callbacks.poison._target_=tests.conftest.PoisonWeights",
+        "+callbacks.poison.epoch=0",
+        "+callbacks.poison.batch=14",
+        "+callbacks.poison.rank=1",
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "the training loss became nan at epoch 0, batch 15" in done.stderr
+    assert "the training loss became NaN or infinite on another rank in epoch 0" in done.stderr
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
