@@ -287,7 +287,6 @@ class InMemoryDataModule(L.LightningDataModule):
         self.task_info = task_info
         self.splits: dict[str, TensorDictDataset] = {}
         self.position = EpochPosition()
-        self._train_batch_size = batch_size
 
     def build_splits(self) -> dict[str, TensorDictDataset]:
         raise NotImplementedError
@@ -321,7 +320,6 @@ class InMemoryDataModule(L.LightningDataModule):
             batches_per_yield=self.steps_per_call if training else 1,
         )
         if training:
-            self._train_batch_size = batch_size
             sampler = loader.sampler
             sampler.max_batches = batch_limit(self.train_batch_limit, sampler.num_batches)
         return loader
@@ -340,7 +338,8 @@ class InMemoryDataModule(L.LightningDataModule):
         # ahead (Lightning prefetches one to know which is last). The place is kept in batches,
         # whatever steps_per_call groups them into.
         if self.trainer is not None and self.trainer.training:
-            batches = -(-len(batch["x"]) // self._train_batch_size)
+            batch_size = per_rank_batch_size(self.batch_size, self.trainer.world_size)
+            batches = -(-len(batch["x"]) // batch_size)
             self.position.count_batches(self.trainer.current_epoch, batches)
         return batch
 

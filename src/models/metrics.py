@@ -61,13 +61,8 @@ class WeightedMean(Metric):
 
     def update(self, value: Tensor, weight: float | Tensor) -> None:
         """One value and its weight, or a vector of each."""
-        value = value.detach().float()
-        if value.dim() == 0:
-            self.mean_value += value * weight
-            self.weight += weight
-        else:
-            self.mean_value += (value * weight).sum()
-            self.weight += torch.as_tensor(weight).sum()
+        self.mean_value += (value.detach().float() * weight).sum()
+        self.weight += weight.sum() if isinstance(weight, Tensor) else weight
 
     def compute(self) -> Tensor:
         return self.mean_value / self.weight

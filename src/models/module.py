@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from src.data.in_memory import batches_trained
+from src.data.in_memory import batches_trained, per_rank_batch_size
 from src.models import tbptt
 from src.models.losses import counted_steps, masked_loss
 from src.models.metrics import (
@@ -262,7 +262,7 @@ class SequenceModule(L.LightningModule):
     def _split_call(self, batch: dict[str, Tensor]) -> list[dict[str, Tensor]]:
         if self.steps_per_call == 1 or self.batch_size is None:
             return [batch]
-        size = self.batch_size // self.trainer.world_size  # data.batch_size is global
+        size = per_rank_batch_size(self.batch_size, self.trainer.world_size)
         parts = {name: tensor.split(size) for name, tensor in batch.items()}
         return [
             dict(zip(parts, tensors, strict=True)) for tensors in zip(*parts.values(), strict=True)
