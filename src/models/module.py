@@ -309,10 +309,12 @@ class SequenceModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
-        }
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
+        if self.automatic_optimization:
+            # Lightning steps it and reads this; manual optimization steps it itself
+            # (_step_scheduler), and Lightning warns about a key it ignores.
+            config["monitor"] = self.monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Under DDP each rank holds its own share of the epoch's sums; the checkpoint gets their

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -346,7 +347,9 @@ def _fit_and_test(
     run_dir: Path,
 ) -> dict[str, Any]:
     ckpt_path = resume.path if resume is not None else None
+    fit_start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    fit_seconds = time.perf_counter() - fit_start
 
     test_checkpoint = _test_checkpoint(cfg, trainer)
     test_metrics = trainer.test(
@@ -366,6 +369,8 @@ def _fit_and_test(
         "train_epoch_seconds": (
             statistics.median(timer.train_epoch_seconds) if timer.train_epoch_seconds else None
         ),
+        # Wall time of fitting in this process, validation included (a resumed run: since resuming).
+        "fit_seconds": fit_seconds,
         "test_checkpoint": test_checkpoint,
         "val_samples": evaluated.val_samples,
         "test_samples": evaluated.test_samples,
