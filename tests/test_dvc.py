@@ -59,8 +59,11 @@ def clone_working_tree(dest: Path, env: dict[str, str]) -> None:
         (dest / name).unlink(missing_ok=True)
 
 
-def quick_study_clone(repo: Path, checksums: dict, env: dict[str, str]) -> None:
-    """A clone of this repository whose study runs at the quick profile on the fake MNIST."""
+def quick_study_clone(
+    repo: Path, checksums: dict, env: dict[str, str], protocols: str = "[classic, best]"
+) -> None:
+    """A clone of this repository whose study runs at the quick profile on the fake MNIST, one
+    seed per cell."""
     clone_working_tree(repo, env)
     mnist_conf = repo / "conf" / "data" / "mnist.yaml"
     mnist_text = mnist_conf.read_text().replace(
@@ -73,7 +76,9 @@ def quick_study_clone(repo: Path, checksums: dict, env: dict[str, str]) -> None:
     train_conf = repo / "conf" / "train.yaml"
     train_conf.write_text(train_conf.read_text().replace("profile: full", "profile: quick"))
     study_conf = repo / "conf" / "study.yaml"
-    study_conf.write_text(study_conf.read_text().replace("[1, 2, 3]", "[1]"))
+    study_text = study_conf.read_text().replace("[1, 2, 3, 4, 5]", "[1]")
+    study_text = study_text.replace("protocols: [classic, best]", f"protocols: {protocols}")
+    study_conf.write_text(study_text)
     run([sys.executable, "-m", "src.config.params"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "--quiet", "-m", "quick profile, fake MNIST"], repo, env)
@@ -104,18 +109,22 @@ def test_repro_runs_every_stage_and_writes_metrics_plots_and_report(study):
     repo, env = study["repo"], study["env"]
     stages = set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"])
     assert {"prepare_mnist", "prepare_multiply", "report", "train"} <= stages
-    assert {f"train_multiply@{cell}-1" for cell in ("rnn", "lstm", "gru")} <= stages
-    assert {f"train_mnist@{cell}-1" for cell in ("rnn", "lstm", "gru")} <= stages
+    for protocol in ("classic", "best"):
+        assert {f"train_multiply@{protocol}-{cell}-1" for cell in ("rnn", "lstm", "gru")} <= stages
+        assert {f"train_mnist@{protocol}-{cell}-1" for cell in ("rnn", "lstm", "gru")} <= stages
     assert stages_run(study["first_repro"]) == stages
     assert (repo / "data" / "multiply" / "study.pt").is_file()
     assert (repo / "data" / "mnist" / "mnist.pt").is_file()
 
     metrics = json.loads(dvc(repo, env, "metrics", "show", "--json"))
     files = next(iter(metrics.values()))["data"]
-    assert len(files) == 7  # 3 cells x 2 tasks, and the train stage
-    gru = files["runs/study/multiply/gru/seed1/metrics.json"]["data"]
-    assert 0 <= gru["test/tolerance_accuracy"] <= 1 and gru["num_params"] == 8671
-    assert (repo / "runs/study/mnist/lstm/seed1/checkpoints/best.ckpt").is_file()
+    assert len(files) == 13  # 3 cells x 2 tasks x 2 protocols, and the train stage
+    for protocol in ("classic", "best"):
+        gru = files[f"runs/study/multiply/{protocol}/gru/seed1/metrics.json"]["data"]
+        assert 0 <= gru["test/tolerance_accuracy"] <= 1 and gru["num_params"] == 8671
+    best = yaml.safe_load((repo / "runs/study/multiply/best/gru/seed1/config.yaml").read_text())
+    assert best["protocol"] == "best" and best["trainer"]["max_epochs"] == 2  # quick wins
+    assert (repo / "runs/study/mnist/classic/lstm/seed1/checkpoints/best.ckpt").is_file()
 
     dvc(repo, env, "plots", "show", "--out", "plots")
     assert "val/loss" in (repo / "plots" / "index.html").read_text()
@@ -129,6 +138,8 @@ def test_repro_runs_every_stage_and_writes_metrics_plots_and_report(study):
     for figure in ("curves_multiply", "curves_mnist", "predictions_multiply"):
         assert (repo / "reports" / "figures" / f"{figure}.png").stat().st_size > 10_000
         assert f"figures/{figure}.png" in report
+    results = json.loads((repo / "reports" / "results.json").read_text())
+    assert len(results["runs"]) == 12 and len(results["summaries"]) == 12
 
 
 def without_timings(row: dict) -> dict:
@@ -143,11 +154,12 @@ def without_timings(row: dict) -> dict:
 def test_the_parallel_repro_gives_every_run_the_serial_numbers(study, tmp_path):
     serial, env = study["repo"], study["env"]
     parallel = tmp_path / "repo"
-    quick_study_clone(parallel, study["checksums"], env)
+    # One protocol keeps the test short; the serial study ran it with the other.
+    quick_study_clone(parallel, study["checksums"], env, protocols="[best]")
     output = run([sys.executable, "-m", "src.repro", "--jobs", "2", "report"], parallel, env)
     assert "all 9 stages done" in output  # 2 prepare, 6 training, the report
 
-    runs = sorted((serial / "runs" / "study").rglob("metrics.json"))
+    runs = sorted((serial / "runs" / "study").rglob("best/*/*/metrics.json"))
     assert len(runs) == 6
     for serial_metrics in runs:
         run_dir = serial_metrics.parent.relative_to(serial)
@@ -185,7 +197,20 @@ def test_a_param_change_reruns_only_its_dependents(study):
         changed = set(json.loads(dvc(repo, env, "status", "--json")))
     finally:
         rnn_conf.write_text(original)
-    assert changed == {"train_multiply@rnn-1", "train_mnist@rnn-1"}
+    assert changed == {
+        f"train_{task}@{protocol}-rnn-1" for task in ("multiply", "mnist")
+        for protocol in ("classic", "best")
+    }  # fmt: skip
+
+    # A protocol's file reaches that protocol's runs of its task.
+    best = repo / "conf" / "experiment" / "multiply_best.yaml"
+    original = best.read_text()
+    best.write_text(original + "# edited\n")
+    try:
+        changed = set(json.loads(dvc(repo, env, "status", "--json")))
+    finally:
+        best.write_text(original)
+    assert changed == {f"train_multiply@best-{cell}-1" for cell in ("rnn", "lstm", "gru")}
 
 
 def test_exp_run_composes_params_runs_and_is_listed(study):

@@ -15,30 +15,36 @@ from src.report.runs import Run
 from src.tracking.plots import save_figure
 
 COLOURS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
-# Per task: the validation column to draw and whether its axis is logarithmic.
+# Per task: the validation column to draw and whether its axis is logarithmic; others: val/loss.
 VALIDATION = {"multiply": ("val/mse", True), "mnist": ("val/acc", False)}
 
 
 def learning_curves(runs: list[Run], task: str, path: Path) -> None:
-    """Training loss and the validation metric per epoch, one line per run, a colour per cell."""
-    column, log_scale = VALIDATION[task]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    labelled: set[str] = set()
-    for run in runs:
-        label = None if run.cell in labelled else run.cell
-        labelled.add(run.cell)
-        for axes, name in ((left, "train/loss"), (right, column)):
-            points = run.curve(name)
-            if points:
-                epochs, values = zip(*points, strict=True)
-                axes.plot(epochs, values, color=COLOURS.get(run.cell), alpha=0.8, label=label)
-    left.set(xlabel="epoch", ylabel="training loss", yscale="log", title="training loss")
-    right.set(xlabel="epoch", ylabel=column, title=f"validation ({column})")
-    if log_scale:
-        right.set_yscale("log")
-    for axes in (left, right):
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    left.legend(title="cell")
+    """Training loss and the validation metric per epoch: a row per protocol, one line per run,
+    a colour per cell."""
+    column, log_scale = VALIDATION.get(task, ("val/loss", True))
+    protocols = list(dict.fromkeys(run.protocol for run in runs))
+    figure, rows = plt.subplots(
+        len(protocols), 2, figsize=(10, 3.6 * len(protocols)), squeeze=False
+    )
+    for (left, right), protocol in zip(rows, protocols, strict=True):
+        labelled: set[str] = set()
+        for run in (r for r in runs if r.protocol == protocol):
+            label = None if run.cell in labelled else run.cell
+            labelled.add(run.cell)
+            for axes, name in ((left, "train/loss"), (right, column)):
+                points = run.curve(name)
+                if points:
+                    epochs, values = zip(*points, strict=True)
+                    axes.plot(epochs, values, color=COLOURS.get(run.cell), alpha=0.8, label=label)
+        left.set(xlabel="epoch", ylabel="training loss", yscale="log",
+                 title=f"{protocol} protocol: training loss")  # fmt: skip
+        right.set(xlabel="epoch", ylabel=column, title=f"{protocol} protocol: validation")
+        if log_scale:
+            right.set_yscale("log")
+        for axes in (left, right):
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        left.legend(title="cell")
     figure.suptitle(f"{task}: learning curves (one line per seed)")
     figure.tight_layout()
     save_figure(figure, path, dpi=110)

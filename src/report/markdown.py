@@ -1,17 +1,22 @@
-"""reports/results.md: our figures beside the classic ones, readable without anything else."""
+"""reports/results.md: our figures beside the published ones, readable without anything else."""
 
 from __future__ import annotations
 
+import math
+from itertools import combinations
 from typing import Any
 
 from src.models.sequence_model import keras_parameter_count
-from src.report.classic import CLASSIC, HEADLINE_METRIC, NO_FIGURE, TASK_TITLES
-from src.report.runs import Run, Summary, summarise
-from src.report.suite import SUITE, suite_section
+from src.report.published import NO_FIGURE, TASKS
+from src.report.runs import Run
+from src.report.stats import Difference, Summary, difference, summarise
 
 INTRO = """\
-We train three recurrent cells, the vanilla RNN (`rnn`), the LSTM and the GRU, on two classic
-sequence tasks and set our test scores beside published ones.
+We train three recurrent cells, the vanilla RNN (`rnn`), the LSTM and the GRU, on classic
+sequence tasks and set our test scores beside published ones, under two protocols: the task's
+**classic** one, and the **best** one the pipeline's own search found on the validation split
+(`hparams_search=<task>_protocol`; reports/search/). Both train the same model: the same
+hidden size, layers and parameter count.
 
 * **Multiplication problem** (Hochreiter & Schmidhuber 1997, experiment 5): each sequence has
   {multiply_steps} steps of (marker, value) with value uniform in [0, 1); two steps are marked and
@@ -26,7 +31,16 @@ QUICK_WARNING = """\
 > **Quick profile.** These runs are a smoke test of the pipeline: {epochs} epochs of a few
 > batches of each task. Their scores say that every stage ran, not how well the cells learn; run
 > the full profile (`dvc exp run -S profile=full`, or `dvc repro` with the committed params.yaml)
-> for numbers that can be set beside the classic ones.
+> for numbers that can be set beside the published ones.
+"""
+
+STATISTICS = """\
+Scores are means over seeds ± the half-width of their 95% confidence interval (Student's t), with
+the lowest and highest seed; every seed is in the list of runs below and in
+[results.json](results.json). Two cells' difference counts as larger than the seeds' spread when
+the 95% interval of the difference of their means (Welch's t-test, which does not assume equal
+spreads) excludes zero. With 5 seeds that is a coarse test: read a difference "within the
+spread" as not shown, not as absent.
 """
 
 
@@ -39,10 +53,10 @@ def seconds(value: float | None) -> str:
 
 
 def score(summary: Summary) -> str:
-    if summary.sd is None:
-        return percent(summary.mean)
+    if summary.ci95 is None:
+        return f"{percent(summary.mean)} (1 seed)"
     return (
-        f"{percent(summary.mean)} ± {100 * summary.sd:.1f} "
+        f"{percent(summary.mean)} ± {100 * summary.ci95:.1f} "
         f"({percent(summary.low)}-{percent(summary.high)}, {summary.n} seeds)"
     )
 
@@ -59,108 +73,212 @@ def parameter_counts(run: Run) -> str:
     return f"{run.metrics['num_params']:,} / {keras:,}"
 
 
+def scheduler_name(config: dict[str, Any]) -> str | None:
+    scheduler = config.get("scheduler")
+    return None if not scheduler else scheduler["_target_"].rsplit(".", 1)[-1]
+
+
 def protocol_line(run: Run) -> str:
+    """What a protocol trains and how, from a run's saved config."""
     data, model, config = run.config["data"], run.config["model"], run.config
-    if run.task == "multiply":
-        sizes = (
-            f"{data['num_sequences']:,} sequences of {data['seq_len']} steps "
-            f"({data['num_fit']:,} to fit, their last {data['val_fraction']:.0%} to validate)"
-        )
-    else:
-        train = data.get("train_subset") or "all remaining"
-        sizes = f"{train} training and {data['val_size']:,} validation images, the whole test split"
+    optimizer = config["optimizer"]
+    parts = [
+        f"{model['num_layers']} layer(s) of {model['hidden_size']} units",
+        f"{optimizer['_target_'].rsplit('.', 1)[-1]} lr {optimizer['lr']:g}",
+    ]
+    if optimizer.get("weight_decay"):
+        parts.append(f"weight decay {optimizer['weight_decay']:g}")
+    if (scheduler := scheduler_name(config)) is not None:
+        parts.append(f"{scheduler} schedule")
+    if (clip := config["trainer"].get("gradient_clip_val")) is not None:
+        parts.append(f"gradient norm clipped at {clip:g}")
+    if model.get("dropout"):
+        parts.append(f"dropout {model['dropout']:g}")
+    parts.append(f"batch {data['batch_size']}")
+    parts.append(f"{config['trainer']['max_epochs']} epochs")
+    if "early_stopping" in (config.get("callbacks") or {}):
+        patience = config["callbacks"]["early_stopping"]["patience"]
+        parts.append(f"early stopping after {patience} epochs without a better `{data['monitor']}`")
+    if data.get("regime") == "online":
+        parts.append("fresh training sequences every epoch (online)")
     return (
-        f"**{run.task}**: {sizes}; {model['num_layers']} layer(s) of {model['hidden_size']} "
-        f"units, Adam lr {config['optimizer']['lr']:g}, batch {data['batch_size']}, "
-        f"{config['trainer']['max_epochs']} epochs; the checkpoint best on `{data['monitor']}` "
-        f"is tested."
+        f"**{run.task}, {run.protocol}**: {'; '.join(parts)}; the checkpoint best on "
+        f"`{data['monitor']}` is tested."
     )
 
 
-def task_table(task: str, cells: list[str], runs: list[Run]) -> list[str]:
-    metric = HEADLINE_METRIC[task]
-    extra = "test MSE (mean)" if task == "multiply" else "test loss (mean)"
+def cell_runs(runs: list[Run], task: str, protocol: str, cell: str) -> list[Run]:
+    return [r for r in runs if (r.task, r.protocol, r.cell) == (task, protocol, cell)]
+
+
+def scores(runs: list[Run]) -> list[float]:
+    return [float(r.metrics[TASKS[r.task].metric]) for r in runs]
+
+
+def task_table(task: str, protocols: list[str], cells: list[str], runs: list[Run]) -> list[str]:
+    spec = TASKS[task]
     lines = [
-        f"### {TASK_TITLES[task]}",
+        f"### {spec.title}: test `{spec.metric}` ({spec.rule})",
         "",
-        f"| cell | parameters (ours / Keras) | ours: {metric} | {extra} | classic | source |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
+        "| cell | parameters (ours / Keras) | "
+        + " | ".join(f"{p} protocol" for p in protocols)
+        + " | published | source |",
+        "| --- | ---: | " + " | ".join("---:" for _ in protocols) + " | ---: | --- |",
     ]
     for cell in cells:
-        cell_runs = [r for r in runs if r.task == task and r.cell == cell]
-        ours = summarise(r.metrics[metric] for r in cell_runs)
-        loss = summarise(r.metrics["test/loss"] for r in cell_runs).mean
-        classic = CLASSIC.get((task, cell), NO_FIGURE)
+        per_protocol = [cell_runs(runs, task, p, cell) for p in protocols]
+        if not any(per_protocol):
+            continue
+        first = next(r for group in per_protocol for r in group)
+        figure = spec.published.get(cell, NO_FIGURE)
+        ours = [score(summarise(scores(group))) if group else "-" for group in per_protocol]
         lines.append(
-            f"| {cell} | {parameter_counts(cell_runs[0])} | {score(ours)} | {loss:.4g} "
-            f"| {classic.text} | {classic.source} |"
+            f"| {cell} | {parameter_counts(first)} | {' | '.join(ours)} "
+            f"| {figure.text} | {figure.source} |"
         )
     return [*lines, ""]
 
 
-def headline_metric(task: str) -> str:
-    return HEADLINE_METRIC[task] if task in HEADLINE_METRIC else SUITE[task].metric
+def points(value: float) -> str:
+    return f"{100 * value:+.1f}"
+
+
+def comparison(diff: Difference) -> str:
+    if diff.low is None or diff.high is None:
+        return f"{diff.a} - {diff.b}: {points(diff.delta)} points (one seed: no interval)"
+    verdict = "larger than the seeds' spread" if diff.beyond_spread else "within the seeds' spread"
+    p_value = "" if diff.p_value is None else f", p = {diff.p_value:.2g}"
+    return (
+        f"{diff.a} - {diff.b}: {points(diff.delta)} points "
+        f"(95% interval {points(diff.low)} to {points(diff.high)}{p_value}): {verdict}"
+    )
+
+
+def compared(label: str, runs: list[Run], other_label: str, other: list[Run]) -> Difference:
+    return difference(label, scores(runs), other_label, scores(other))
+
+
+def comparisons(task: str, protocols: list[str], cells: list[str], runs: list[Run]) -> list[str]:
+    """Every pair of cells under each protocol, and each cell's last protocol against its first."""
+    lines = []
+    for protocol in protocols:
+        groups = {cell: cell_runs(runs, task, protocol, cell) for cell in cells}
+        pairs = [
+            compared(b, groups[b], a, groups[a])
+            for a, b in combinations(cells, 2)
+            if groups[a] and groups[b]
+        ]
+        if pairs:
+            lines.append(f"* {protocol} protocol: " + "; ".join(map(comparison, pairs)) + ".")
+    if len(protocols) > 1:
+        base, other = protocols[0], protocols[-1]
+        pairs = [
+            compared(f"{cell} {other}", new, base, old)
+            for cell in cells
+            if (new := cell_runs(runs, task, other, cell))
+            and (old := cell_runs(runs, task, base, cell))
+        ]
+        if pairs:
+            lines.append(f"* {other} against {base}: " + "; ".join(map(comparison, pairs)) + ".")
+    if not lines:
+        return []
+    return ["Cells compared (difference of mean test scores, in points):", "", *lines, ""]
+
+
+def copy_baseline(run: Run) -> str:
+    data = run.config["data"]
+    value = data["to_copy"] * math.log(data["categories"]) / (data["lag"] + 2 * data["to_copy"])
+    return f"Memoryless baseline of the copy task: loss {value:.3f}."
+
+
+def task_section(task: str, protocols: list[str], cells: list[str], runs: list[Run]) -> list[str]:
+    task_runs = [r for r in runs if r.task == task]
+    lines = [*task_table(task, protocols, cells, task_runs)]
+    lines += comparisons(task, protocols, cells, task_runs)
+    if task == "copy" and task_runs:
+        lines += [copy_baseline(task_runs[0]), ""]
+    return lines
 
 
 def runs_table(runs: list[Run]) -> list[str]:
     lines = [
-        "| task | cell | seed | test score | test loss | epochs | s per epoch | run |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| task | protocol | cell | seed | test score | test loss | epochs | s per epoch | run |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for run in runs:
         metrics = run.metrics
         lines.append(
-            f"| {run.task} | {run.cell} | {run.seed} "
-            f"| {percent(metrics[headline_metric(run.task)])} | {metrics['test/loss']:.4g} "
+            f"| {run.task} | {run.protocol} | {run.cell} | {run.seed} "
+            f"| {percent(metrics[TASKS[run.task].metric])} | {metrics['test/loss']:.4g} "
             f"| {metrics['epochs']} | {seconds(metrics['train_epoch_seconds'])} | `{run.path}` |"
         )
     return [*lines, ""]
 
 
+def first_runs(runs: list[Run]) -> dict[tuple[str, str], Run]:
+    """One run of each task and protocol, the first the study lists: its protocol's config."""
+    first: dict[tuple[str, str], Run] = {}
+    for run in runs:
+        first.setdefault((run.task, run.protocol), run)
+    return first
+
+
 def results_markdown(profile: str, study: dict[str, Any], runs: list[Run]) -> str:
-    cells = list(study["cells"])
-    first = {task: next(r for r in runs if r.task == task) for task in ("multiply", "mnist")}
-    lines = ["# Results: RNN, LSTM and GRU on two classic sequence tasks", ""]
+    cells, protocols = list(study["cells"]), list(study["protocols"])
+    tasks = list(dict.fromkeys(r.task for r in runs))
+    first = first_runs(runs)
+    lines = ["# Results: RNN, LSTM and GRU on classic sequence tasks", ""]
     if profile != "full":
-        epochs = first["multiply"].config["trainer"]["max_epochs"]
+        epochs = runs[0].config["trainer"]["max_epochs"]
         lines += [QUICK_WARNING.format(epochs=epochs)]
+    multiply_steps = next((r.config["data"]["seq_len"] for r in runs if r.task == "multiply"), 100)
     lines += [
-        INTRO.format(multiply_steps=first["multiply"].config["data"]["seq_len"]),
-        f"Profile `{profile}`. Protocols as run:",
+        INTRO.format(multiply_steps=multiply_steps),
+        f"Profile `{profile}`. Protocols as run (`conf/experiment/<task>_<protocol>.yaml`):",
         "",
         *(f"* {protocol_line(run)}" for run in first.values()),
         "",
-        "## Our test scores beside the classic figures",
+        "## Our test scores beside the published figures",
         "",
-        *task_table("multiply", cells, runs),
-        *task_table("mnist", cells, runs),
-        *suite_section(list(study.get("tasks") or []), cells, runs),
-        "Scores are means over seeds ± their standard deviation, with the lowest and highest "
-        "run. Our parameter counts differ from Keras' for `rnn` and `lstm` because PyTorch keeps "
+        STATISTICS,
+    ]
+    for task in tasks:
+        lines += task_section(task, protocols, cells, runs)
+    lines += [
+        "Our parameter counts differ from Keras' for `rnn` and `lstm` because PyTorch keeps "
         "two bias vectors per gate where Keras keeps one; the GRU counts agree (Keras' "
         "`reset_after` GRU has two as well). The classic multiplication figures are ranges over "
-        "repeated Keras runs of the same protocol; the 1997 paper trained its LSTM on its own "
-        "variant of the task (`data.variant=paper_1997`) until the error was small.",
+        "repeated Keras runs of the same protocol; the 1997 paper trained its LSTM online on its "
+        "own variant of the task (`data.variant=paper_1997`) until a stopping criterion, as it "
+        "did on the other 1997 tasks.",
         "",
         "## Figures",
         "",
-        "Learning curves (a line per seed; validation splits as in the protocols above):",
+        "Learning curves, a row per protocol (a line per seed; validation splits as in the "
+        "protocols above):",
         "",
-        "![multiplication learning curves](figures/curves_multiply.png)",
-        "",
-        "![MNIST learning curves](figures/curves_mnist.png)",
-        "",
-        "Test predictions against targets on the multiplication problem (each cell's first seed); "
-        "points inside the grey band (±0.04) count as correct:",
-        "",
-        "![multiplication predictions](figures/predictions_multiply.png)",
-        "",
-        "Confusion matrices of the MNIST test split: "
-        + ", ".join(
-            f"[{r.cell}](../{r.path}/confusion_matrix.png)" for r in runs if r.task == "mnist"
-        )
-        + ".",
-        "",
+        *(f"![{task} learning curves](figures/curves_{task}.png)\n" for task in tasks),
+    ]
+    if "multiply" in tasks:
+        lines += [
+            "Test predictions against targets on the multiplication problem (each cell's first "
+            f"seed, {protocols[-1]} protocol); points inside the grey band (±0.04) count as "
+            "correct:",
+            "",
+            "![multiplication predictions](figures/predictions_multiply.png)",
+            "",
+        ]
+    mnist = [r for r in runs if r.task == "mnist" and r.seed == runs_seed(runs, "mnist")]
+    if mnist:
+        lines += [
+            "Confusion matrices of the MNIST test split (first seed): "
+            + ", ".join(
+                f"[{r.cell}, {r.protocol}](../{r.path}/confusion_matrix.png)" for r in mnist
+            )
+            + ".",
+            "",
+        ]
+    lines += [
         "## Every run",
         "",
         *runs_table(runs),
@@ -177,3 +295,7 @@ def results_markdown(profile: str, study: dict[str, Any], runs: list[Run]) -> st
         "",
     ]
     return "\n".join(lines)
+
+
+def runs_seed(runs: list[Run], task: str) -> int | None:
+    return next((r.seed for r in runs if r.task == task), None)

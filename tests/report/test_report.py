@@ -1,34 +1,84 @@
-"""The report sets each suite task's scores beside its source's figure."""
+"""The report from real runs: both protocols side by side, intervals, comparisons, results.json."""
 
 import json
 
+import pytest
 from omegaconf import OmegaConf
 
-from src.report.markdown import runs_table
-from src.report.runs import load_study
-from src.report.suite import suite_section
+from src.report.__main__ import write_report
+from src.report.markdown import runs_table, task_section
+from src.report.runs import MissingRunError, load_study
+from src.report.stats import summarise
 from src.training.run import train
+from tests.conftest import QUICK, command
+
+CELLS, PROTOCOLS, SEEDS = ("rnn", "gru"), ("classic", "best"), (1, 2)
 
 
-def test_the_suite_table_gives_the_rule_the_seeds_and_the_papers_figure(compose_cfg, tmp_path):
-    root = tmp_path / "study"
-    for seed in (1, 2):
-        run_dir = root / "adding" / "lstm" / f"seed{seed}"
-        train(compose_cfg("data=adding", "model=lstm", f"seed={seed}", "profile=quick",
-                          f"paths.run_dir={run_dir}"))  # fmt: skip
-    study = {"cells": ["lstm"], "multiply_seeds": [], "mnist_seeds": [], "tasks": ["adding"],
-             "task_seeds": [1, 2]}  # fmt: skip
-    runs = load_study(study, root)
-    assert [(r.task, r.cell, r.seed) for r in runs] == [
-        ("adding", "lstm", 1),
-        ("adding", "lstm", 2),
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    """8 quick runs: 2 cells x 2 protocols x 2 seeds on a small multiplication problem."""
+    root = tmp_path_factory.mktemp("study")
+    data_dir = tmp_path_factory.mktemp("data")
+    for protocol in PROTOCOLS:
+        for cell in CELLS:
+            for seed in SEEDS:
+                run_dir = root / "multiply" / protocol / cell / f"seed{seed}"
+                train(command("train", f"experiment=multiply_{protocol}", *QUICK, f"model={cell}",
+                              f"seed={seed}", f"paths.run_dir={run_dir}",
+                              f"paths.data_dir={data_dir}", "trainer.enable_progress_bar=false",
+                              "~callbacks.model_summary"))  # fmt: skip
+    return root
+
+
+def study(tasks=()) -> dict:
+    return {"cells": list(CELLS), "protocols": list(PROTOCOLS), "multiply_seeds": list(SEEDS),
+            "mnist_seeds": [], "tasks": list(tasks), "task_seeds": list(SEEDS)}  # fmt: skip
+
+
+def test_runs_are_found_by_task_protocol_cell_and_seed(study_dir):
+    runs = load_study(study(), study_dir)
+    assert [(r.protocol, r.cell, r.seed) for r in runs] == [
+        (p, c, s) for p in PROTOCOLS for c in CELLS for s in SEEDS
     ]
-    text = "\n".join(suite_section(["adding"], ["lstm"], runs))
-    scores = [json.loads((r.path / "metrics.json").read_text()) for r in runs]
-    mean = 100 * sum(s["test/tolerance_accuracy"] for s in scores) / 2
-    assert "Adding problem (1997, experiment 4): |error| < 0.04 at the end" in text
-    assert f"| lstm | {mean:.1f}% ± " in text and "2 seeds" in text
-    assert "1 wrong of 2,560" in text and "Table 7" in text
-    assert OmegaConf.load(runs[0].path / "config.yaml").data.name == "adding"
-    assert "| adding | lstm | 1 |" in "\n".join(runs_table(runs))
-    assert suite_section([], ["lstm"], runs) == []
+    assert {r.config["protocol"] for r in runs if r.protocol == "best"} == {"best"}
+    with pytest.raises(MissingRunError, match=r"seed3/metrics.json is missing: run `dvc repro`"):
+        load_study({**study(), "multiply_seeds": [1, 3]}, study_dir)
+
+
+def test_the_table_sets_both_protocols_beside_the_published_figure(study_dir):
+    runs = load_study(study(), study_dir)
+    text = "\n".join(task_section("multiply", list(PROTOCOLS), list(CELLS), runs))
+    header = "| cell | parameters (ours / Keras) | classic protocol | best protocol | published |"
+    assert header in text
+    gru_best = summarise(r.metrics["test/tolerance_accuracy"] for r in runs
+                         if (r.protocol, r.cell) == ("best", "gru"))  # fmt: skip
+    assert f"{100 * gru_best.mean:.1f}% ± {100 * gru_best.ci95:.1f}" in text
+    assert "| gru | 8,671 / 8,671 |" in text and "98.9-99.3%" in text
+    assert "* classic protocol: gru - rnn: " in text
+    assert "* best against classic: rnn best - classic: " in text and "gru best - classic" in text
+    assert "| multiply | best | gru | 2 |" in "\n".join(runs_table(runs))
+
+
+def test_write_report_leaves_markdown_figures_and_every_seed_in_results_json(study_dir, tmp_path):
+    params, study_file = tmp_path / "params.yaml", tmp_path / "study.yaml"
+    OmegaConf.save({"profile": "quick"}, params)
+    OmegaConf.save({"study": study()}, study_file)
+    report = write_report(params, study_file, tmp_path / "reports", study_dir)
+
+    text = report.read_text()
+    assert "Quick profile" in text and "**multiply, best**:" in text
+    assert "cosine" in text.split("**multiply, best**:")[1].splitlines()[0].lower()
+    results = json.loads((tmp_path / "reports" / "results.json").read_text())
+    assert len(results["runs"]) == 8
+    record = next(
+        r for r in results["runs"] if (r["protocol"], r["cell"], r["seed"]) == ("best", "gru", 2)
+    )
+    metrics = json.loads((study_dir / "multiply/best/gru/seed2/metrics.json").read_text())
+    score = metrics["test/tolerance_accuracy"]
+    assert record["score"] == score == record["test"]["test/tolerance_accuracy"]
+    assert record["epochs"] == 2 and record["fit_seconds"] > 0
+    summary = next(s for s in results["summaries"] if (s["protocol"], s["cell"]) == ("best", "gru"))
+    assert summary["seeds"] == [1, 2] and summary["n"] == 2 and summary["ci95"] >= 0
+    for figure in ("curves_multiply", "predictions_multiply"):
+        assert (tmp_path / "reports" / "figures" / f"{figure}.png").stat().st_size > 10_000
