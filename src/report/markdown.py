@@ -78,14 +78,11 @@ def scheduler_name(config: dict[str, Any]) -> str | None:
     return None if not scheduler else scheduler["_target_"].rsplit(".", 1)[-1]
 
 
-def protocol_line(run: Run) -> str:
-    """What a protocol trains and how, from a run's saved config."""
+def training_settings(run: Run) -> list[str]:
+    """How a run was trained, from its saved config, in the order a reader compares them."""
     data, model, config = run.config["data"], run.config["model"], run.config
     optimizer = config["optimizer"]
-    parts = [
-        f"{model['num_layers']} layer(s) of {model['hidden_size']} units",
-        f"{optimizer['_target_'].rsplit('.', 1)[-1]} lr {optimizer['lr']:g}",
-    ]
+    parts = [f"{optimizer['_target_'].rsplit('.', 1)[-1]} lr {optimizer['lr']:.3g}"]
     if optimizer.get("weight_decay"):
         parts.append(f"weight decay {optimizer['weight_decay']:g}")
     if (scheduler := scheduler_name(config)) is not None:
@@ -101,9 +98,23 @@ def protocol_line(run: Run) -> str:
         parts.append(f"early stopping after {patience} epochs without a better `{data['monitor']}`")
     if data.get("regime") == "online":
         parts.append("fresh training sequences every epoch (online)")
+    return parts
+
+
+def protocol_line(runs: list[Run]) -> str:
+    """What one task's protocol trains and how: what its cells share, then what each sets."""
+    first = runs[0]
+    model, monitor = first.config["model"], first.config["data"]["monitor"]
+    by_cell = {run.cell: training_settings(run) for run in reversed(runs)}
+    shared = [part for part in by_cell[first.cell] if all(part in p for p in by_cell.values())]
+    own = {cell: [p for p in parts if p not in shared] for cell, parts in by_cell.items()}
+    per_cell = "".join(
+        f"; {cell}: {', '.join(parts)}" for cell, parts in reversed(own.items()) if parts
+    )
     return (
-        f"**{run.task}, {run.protocol}**: {'; '.join(parts)}; the checkpoint best on "
-        f"`{data['monitor']}` is tested."
+        f"**{first.task}, {first.protocol}**: {model['num_layers']} layer(s) of "
+        f"{model['hidden_size']} units; {'; '.join(shared)}{per_cell}; the checkpoint best on "
+        f"`{monitor}` is tested."
     )
 
 
@@ -215,18 +226,17 @@ def runs_table(runs: list[Run]) -> list[str]:
     return [*lines, ""]
 
 
-def first_runs(runs: list[Run]) -> dict[tuple[str, str], Run]:
-    """One run of each task and protocol, the first the study lists: its protocol's config."""
-    first: dict[tuple[str, str], Run] = {}
+def protocols_run(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
+    """The runs of each task and protocol, in the study's order."""
+    groups: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
-        first.setdefault((run.task, run.protocol), run)
-    return first
+        groups.setdefault((run.task, run.protocol), []).append(run)
+    return groups
 
 
 def results_markdown(profile: str, study: dict[str, Any], runs: list[Run]) -> str:
     cells, protocols = list(study["cells"]), list(study["protocols"])
     tasks = list(dict.fromkeys(r.task for r in runs))
-    first = first_runs(runs)
     lines = ["# Results: RNN, LSTM and GRU on classic sequence tasks", ""]
     if profile != "full":
         epochs = runs[0].config["trainer"]["max_epochs"]
@@ -236,7 +246,7 @@ def results_markdown(profile: str, study: dict[str, Any], runs: list[Run]) -> st
         INTRO.format(multiply_steps=multiply_steps),
         f"Profile `{profile}`. Protocols as run (`conf/experiment/<task>_<protocol>.yaml`):",
         "",
-        *(f"* {protocol_line(run)}" for run in first.values()),
+        *(f"* {protocol_line(group)}" for group in protocols_run(runs).values()),
         "",
         "## Our test scores beside the published figures",
         "",
