@@ -183,6 +183,16 @@ def test_second_repro_is_a_no_op(study):
     assert "up to date" in output
 
 
+def stages_changed_by(repo: Path, env: dict[str, str], path: Path, addition: str) -> set[str]:
+    """The stages `dvc status` finds changed while `path` has `addition` at its end."""
+    original = path.read_text()
+    path.write_text(original + addition)
+    try:
+        return set(json.loads(dvc(repo, env, "status", "--json")))
+    finally:
+        path.write_text(original)
+
+
 def test_a_param_change_reruns_only_its_dependents(study):
     repo, env = study["repo"], study["env"]
     # The train stage alone reads the seed from params.yaml; study runs set their own.
@@ -190,26 +200,14 @@ def test_a_param_change_reruns_only_its_dependents(study):
     assert stages_run(dvc(repo, env, "repro")) == {"train"}
 
     # A conf/ edit reaches exactly the runs that compose that file.
-    rnn_conf = repo / "conf" / "model" / "rnn.yaml"
-    original = rnn_conf.read_text()
-    rnn_conf.write_text(original + "init: torch\n")
-    try:
-        changed = set(json.loads(dvc(repo, env, "status", "--json")))
-    finally:
-        rnn_conf.write_text(original)
+    changed = stages_changed_by(repo, env, repo / "conf" / "model" / "rnn.yaml", "init: torch\n")
     assert changed == {
         f"train_{task}@{protocol}-rnn-1" for task in ("multiply", "mnist")
         for protocol in ("classic", "best")
     }  # fmt: skip
-
     # A protocol's file reaches that protocol's runs of its task.
     best = repo / "conf" / "experiment" / "multiply_best.yaml"
-    original = best.read_text()
-    best.write_text(original + "# edited\n")
-    try:
-        changed = set(json.loads(dvc(repo, env, "status", "--json")))
-    finally:
-        best.write_text(original)
+    changed = stages_changed_by(repo, env, best, "# edited\n")
     assert changed == {f"train_multiply@best-{cell}-1" for cell in ("rnn", "lstm", "gru")}
 
 
