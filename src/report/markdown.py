@@ -8,7 +8,7 @@ from typing import Any
 
 from src.models.sequence_model import keras_parameter_count
 from src.report.published import NO_FIGURE, TASKS
-from src.report.runs import Run
+from src.report.runs import Run, group_runs
 from src.report.stats import Difference, Summary, difference, summarise
 
 INTRO = """\
@@ -123,7 +123,7 @@ def cell_runs(runs: list[Run], task: str, protocol: str, cell: str) -> list[Run]
 
 
 def scores(runs: list[Run]) -> list[float]:
-    return [float(r.metrics[TASKS[r.task].metric]) for r in runs]
+    return [r.score for r in runs]
 
 
 def task_table(task: str, protocols: list[str], cells: list[str], runs: list[Run]) -> list[str]:
@@ -220,18 +220,10 @@ def runs_table(runs: list[Run]) -> list[str]:
         metrics = run.metrics
         lines.append(
             f"| {run.task} | {run.protocol} | {run.cell} | {run.seed} "
-            f"| {percent(metrics[TASKS[run.task].metric])} | {metrics['test/loss']:.4g} "
+            f"| {percent(run.score)} | {metrics['test/loss']:.4g} "
             f"| {metrics['epochs']} | {seconds(metrics['train_epoch_seconds'])} | `{run.path}` |"
         )
     return [*lines, ""]
-
-
-def protocols_run(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
-    """The runs of each task and protocol, in the study's order."""
-    groups: dict[tuple[str, str], list[Run]] = {}
-    for run in runs:
-        groups.setdefault((run.task, run.protocol), []).append(run)
-    return groups
 
 
 def results_markdown(profile: str, study: dict[str, Any], runs: list[Run]) -> str:
@@ -246,7 +238,7 @@ def results_markdown(profile: str, study: dict[str, Any], runs: list[Run]) -> st
         INTRO.format(multiply_steps=multiply_steps),
         f"Profile `{profile}`. Protocols as run (`conf/experiment/<task>_<protocol>.yaml`):",
         "",
-        *(f"* {protocol_line(group)}" for group in protocols_run(runs).values()),
+        *(f"* {protocol_line(group)}" for group in group_runs(runs, "task", "protocol").values()),
         "",
         "## Our test scores beside the published figures",
         "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from src.report.published import TASKS
-from src.report.runs import Run
+from src.report.runs import Run, group_runs
 from src.report.stats import summarise
 
 
@@ -17,7 +17,7 @@ def run_record(run: Run) -> dict[str, Any]:
         "cell": run.cell,
         "seed": run.seed,
         "metric": TASKS[run.task].metric,
-        "score": metrics[TASKS[run.task].metric],
+        "score": run.score,
         "test": {key: value for key, value in metrics.items() if key.startswith("test/")},
         "epochs": metrics["epochs"],
         "train_epoch_seconds": metrics["train_epoch_seconds"],
@@ -28,12 +28,9 @@ def run_record(run: Run) -> dict[str, Any]:
 
 
 def summary_records(runs: list[Run]) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, str, str], list[Run]] = {}
-    for run in runs:
-        groups.setdefault((run.task, run.protocol, run.cell), []).append(run)
     records = []
-    for (task, protocol, cell), group in groups.items():
-        summary = summarise(run.metrics[TASKS[task].metric] for run in group)
+    for (task, protocol, cell), group in group_runs(runs, "task", "protocol", "cell").items():
+        summary = summarise(run.score for run in group)
         records.append(
             {
                 "task": task,

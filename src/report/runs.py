@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from src.report.published import TASKS
 from src.tracking.plots import read_epoch_curves
 
 STUDY_DIR = Path("runs/study")
@@ -24,6 +25,11 @@ class Run:
     path: Path
     metrics: dict[str, Any]
     config: dict[str, Any]
+
+    @property
+    def score(self) -> float:
+        """The test metric the task's published figures report, as a fraction."""
+        return float(self.metrics[TASKS[self.task].metric])
 
     @property
     def best_checkpoint(self) -> Path:
@@ -75,6 +81,14 @@ def load_study(study: dict[str, Any], root: Path = STUDY_DIR) -> list[Run]:
         for cell in study["cells"]
         for seed in task_seeds
     ]
+
+
+def group_runs(runs: list[Run], *fields: str) -> dict[tuple[Any, ...], list[Run]]:
+    """The runs by their values of `fields` (e.g. "task", "protocol"), in the study's order."""
+    groups: dict[tuple[Any, ...], list[Run]] = {}
+    for run in runs:
+        groups.setdefault(tuple(getattr(run, f) for f in fields), []).append(run)
+    return groups
 
 
 def epoch_curve(metrics_csv: Path, column: str) -> list[tuple[int, float]]:
