@@ -62,7 +62,7 @@ def choice(key: str, *options: str) -> Rule:
 # The options of keys whose values a constructor also checks for its Python callers: they read
 # these names, so each rule is written once.
 CELLS = ("rnn", "lstm", "gru")
-INITS = ("keras", "torch")
+INITS = ("keras", "chrono", "torch")
 IMPLEMENTATIONS = ("torch", "fused")
 HEADS = ("last", "every_step")
 REGIMES = ("fixed", "online")
@@ -104,6 +104,7 @@ RULES = (
     choice("data.targets", "per_sequence", "per_step"),
     choice("model.head", *HEADS),
     Rule("model.tbptt_steps", int, size, SIZE + " (or null for full BPTT)", nullable=True),
+    Rule("model.chrono_max_lag", int, lambda v: v >= 3, ">= 3 (or null)", nullable=True),
     Rule("data.num_train", int, size, SIZE),
     Rule("data.num_val", int, size, SIZE),
     Rule("data.num_test", int, size, SIZE),
@@ -323,6 +324,15 @@ def _check_tbptt(cfg: DictConfig) -> None:
         )
 
 
+def _check_chrono(cfg: DictConfig) -> None:
+    if _value(cfg, "model.init") == "chrono" and _value(cfg, "model.chrono_max_lag") is None:
+        raise ConfigError(
+            "model.init=chrono draws each unit's memory time up to model.chrono_max_lag steps, "
+            "which is not set. Fix: model.chrono_max_lag=<the longest lag of the task, in steps> "
+            "(e.g. its sequence length)."
+        )
+
+
 def _check_mnist_splits(data: DictConfig) -> None:
     if data.val_size >= MNIST_TRAIN_SIZE:
         raise ConfigError(
@@ -380,6 +390,7 @@ def check_config(cfg: DictConfig) -> None:
         _check_copy_sizes(data)
     _check_head(cfg)
     _check_tbptt(cfg)
+    _check_chrono(cfg)
     if _has(data, "val_size"):
         _check_mnist_splits(data)
     _check_fits_in_memory(cfg)

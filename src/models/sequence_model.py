@@ -35,9 +35,10 @@ class SequenceModel(nn.Module):
         num_layers: int = 1,
         dropout: float = 0.0,
         bidirectional: bool = False,
-        init: Literal["keras", "torch"] = "keras",
+        init: Literal["keras", "chrono", "torch"] = "keras",
         implementation: Literal["torch", "fused"] = "torch",
         head: Head = "last",
+        chrono_max_lag: int | None = None,
     ) -> None:
         super().__init__()
         if head not in HEADS:
@@ -70,6 +71,13 @@ class SequenceModel(nn.Module):
         self.head = nn.Linear(hidden_size * self.num_directions, output_size)
         if init == "keras":
             keras_init(self, cell)
+        elif init == "chrono":
+            if chrono_max_lag is None or chrono_max_lag < 3:
+                raise ValueError(
+                    f"init=chrono needs chrono_max_lag >= 3, the longest lag to bridge in steps "
+                    f"(got {chrono_max_lag})"
+                )
+            chrono_init(self, cell, chrono_max_lag)
         elif init != "torch":
             raise ValueError(f"unknown init {init!r}; available: {', '.join(INITS)}")
 
@@ -160,6 +168,28 @@ def keras_init(model: SequenceModel, cell: str) -> None:
                 param.data[hidden_size : 2 * hidden_size] = 1.0
     nn.init.xavier_uniform_(model.head.weight)
     nn.init.zeros_(model.head.bias)
+
+
+def chrono_init(model: SequenceModel, cell: str, max_lag: int) -> None:
+    """Keras's init, with the gate biases of chrono initialisation (Tallec & Ollivier 2018, "Can
+    recurrent neural networks warp time?"): each unit starts out keeping its state for a time
+    drawn log-uniformly between 1 and `max_lag` steps, so a long lag is bridged from the first
+    update instead of only once the forget (GRU: update) gate has learned to stay open. LSTM:
+    forget bias log(u), input bias -log(u), u ~ U(1, max_lag - 1); GRU: update-gate bias log(u)
+    (torch's GRU keeps the old state where its update gate is 1). A vanilla RNN has no gate:
+    it gets Keras's init alone."""
+    keras_init(model, cell)
+    if cell == "rnn":
+        return
+    hidden_size = model.head.in_features // model.num_directions
+    forget_or_update = slice(hidden_size, 2 * hidden_size)  # torch's gate order: i f g o; r z n
+    with torch.no_grad():
+        for name, bias in model.rnn.named_parameters():
+            if name.startswith("bias_ih"):
+                timescale = torch.empty(hidden_size).uniform_(1, max_lag - 1).log()
+                bias[forget_or_update] = timescale
+                if cell == "lstm":
+                    bias[:hidden_size] = -timescale
 
 
 # Keys of the model config that say how to train the model, not what it is.

@@ -37,7 +37,7 @@ def assert_refused(done: Done, *fragments: str) -> None:
             ["model.hiden_size=3"],
             [
                 "model has no key 'hiden_size' (did you mean hidden_size?)",
-                "its keys: _target_, bidirectional, cell, dropout, head, hidden_size,",
+                "its keys: _target_, bidirectional, cell, chrono_max_lag, dropout, head,",
                 "Fix: model.hidden_size=3",
             ],
         ),

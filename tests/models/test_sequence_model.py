@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -49,6 +51,44 @@ def test_keras_init_scheme():
     assert torch.equal(rnn.bias_ih_l0[4:8], torch.ones(4))
     assert (torch.cat([rnn.bias_ih_l0[:4], rnn.bias_ih_l0[8:]]) == 0).all()
     assert torch.equal(model.head.bias, torch.zeros(1))
+
+
+@pytest.mark.parametrize("implementation", ["torch", "fused"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_chrono_init_opens_the_memory_gates_over_time_scales_up_to_the_max_lag(
+    cell, implementation
+):
+    torch.manual_seed(0)
+    model = SequenceModel(cell, 2, 1, 64, 2, init="chrono", chrono_max_lag=100,
+                          implementation=implementation)  # fmt: skip
+    for layer in range(2):
+        bias = getattr(model.rnn, f"bias_ih_l{layer}")
+        keep = bias[64:128]  # LSTM: forget gate; GRU: update gate
+        assert ((keep >= 0) & (keep <= math.log(99) + 1e-6)).all()
+        assert keep.std() > 0.5  # many time scales, not one
+        if cell == "lstm":
+            torch.testing.assert_close(bias[:64], -keep)
+        assert torch.equal(getattr(model.rnn, f"bias_hh_l{layer}"), torch.zeros_like(bias))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_chrono_initialised_cell_still_remembers_an_input_50_steps_later(cell):
+    x = torch.zeros(256, 51, 2)
+    x[:, 0] = torch.randn(256, 2)
+    memory = {}
+    for init in ("keras", "chrono"):
+        torch.manual_seed(0)
+        model = SequenceModel(cell, 2, 1, 32, 1, init=init, chrono_max_lag=100)
+        with torch.no_grad():
+            output, _ = model.rnn(x)
+        # How much of the first step's state is left after 50 steps of no input.
+        memory[init] = (output[:, 50].norm() / output[:, 0].norm()).item()
+    assert memory["chrono"] > 3 * memory["keras"]
+
+
+def test_chrono_init_needs_its_max_lag():
+    with pytest.raises(ValueError, match="chrono_max_lag >= 3"):
+        SequenceModel("lstm", 2, 1, 4, init="chrono")
 
 
 def test_unknown_options_are_refused():
