@@ -41,10 +41,11 @@ SHARED_MNIST = REPO.parent / "shared" / "datasets" / "mnist"
 QUICK = ["profile=quick", "data.seq_len=10", "data.num_sequences=300", "data.num_fit=250"]
 
 
-def command(name: str, *overrides: str) -> DictConfig:
-    """conf/<name>.yaml composed with `overrides`, as the command of that name would."""
+def command(name: str, *overrides: str, with_hydra: bool = False) -> DictConfig:
+    """conf/<name>.yaml composed with `overrides`, as the command of that name would; with its
+    `hydra` node (sweeper, launcher) when `with_hydra`."""
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose(name, overrides=list(overrides))
+        return compose(name, overrides=list(overrides), return_hydra_config=with_hydra)
 
 
 @pytest.fixture

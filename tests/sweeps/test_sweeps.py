@@ -3,7 +3,6 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from omegaconf import OmegaConf
@@ -11,7 +10,7 @@ from omegaconf import OmegaConf
 from src.config.checks import check_sweep
 from src.config.errors import ConfigError
 from src.sweeps.summary import main as sweep_summary_main
-from tests.conftest import CONF, QUICK, run_cli, run_command
+from tests.conftest import QUICK, command, run_cli, run_command
 
 TINY = [
     *QUICK,
@@ -37,8 +36,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def compose_with_hydra(*overrides: str):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=True)
+    return command("train", *overrides, with_hydra=True)
 
 
 @pytest.mark.slow
