@@ -91,6 +91,8 @@ def training_settings(run: Run) -> list[str]:
         parts.append(f"gradient norm clipped at {clip:g}")
     if model.get("dropout"):
         parts.append(f"dropout {model['dropout']:g}")
+    if model.get("init") == "chrono" and run.cell != "rnn":  # the RNN has no gate to open
+        parts.append(f"chrono init up to {model['chrono_max_lag']} steps")
     parts.append(f"batch {data['batch_size']}")
     parts.append(f"{config['trainer']['max_epochs']} epochs")
     if "early_stopping" in (config.get("callbacks") or {}):

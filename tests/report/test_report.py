@@ -6,8 +6,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from src.report.__main__ import write_report
-from src.report.markdown import runs_table, task_section
-from src.report.runs import MissingRunError, load_study
+from src.report.markdown import protocol_line, runs_table, task_section
+from src.report.runs import MissingRunError, Run, load_study
 from src.report.stats import summarise
 from src.training.run import train
 from tests.conftest import QUICK, command
@@ -82,3 +82,15 @@ def test_write_report_leaves_markdown_figures_and_every_seed_in_results_json(stu
     assert summary["seeds"] == [1, 2] and summary["n"] == 2 and summary["ci95"] >= 0
     for figure in ("curves_multiply", "predictions_multiply"):
         assert (tmp_path / "reports" / "figures" / f"{figure}.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_the_protocol_line_names_a_chrono_init_where_a_cell_has_gates_to_open(cell, tmp_path):
+    config = OmegaConf.to_container(
+        command("train", "experiment=adding_best", f"model={cell}", "model.init=chrono"),
+        resolve=True,
+    )
+    run = Run("adding", "best", cell, 1, tmp_path, {}, config)  # type: ignore[arg-type]
+    line = protocol_line([run])
+    assert ("chrono init up to 100 steps" in line) == (cell == "lstm")
+    assert "fresh training sequences every epoch (online)" in line
