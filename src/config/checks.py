@@ -63,6 +63,8 @@ def choice(key: str, *options: str) -> Rule:
 # these names, so each rule is written once.
 CELLS = ("rnn", "lstm", "gru")
 INITS = ("keras", "chrono", "torch")
+# init=chrono draws memory times in [2, chrono_max_lag] steps (src/models/sequence_model.py).
+CHRONO_MIN_LAG = 3
 IMPLEMENTATIONS = ("torch", "fused")
 HEADS = ("last", "every_step")
 REGIMES = ("fixed", "online")
@@ -104,7 +106,13 @@ RULES = (
     choice("data.targets", "per_sequence", "per_step"),
     choice("model.head", *HEADS),
     Rule("model.tbptt_steps", int, size, SIZE + " (or null for full BPTT)", nullable=True),
-    Rule("model.chrono_max_lag", int, lambda v: v >= 3, ">= 3 (or null)", nullable=True),
+    Rule(
+        "model.chrono_max_lag",
+        int,
+        lambda v: v >= CHRONO_MIN_LAG,
+        f">= {CHRONO_MIN_LAG} (or null)",
+        nullable=True,
+    ),
     Rule("data.num_train", int, size, SIZE),
     Rule("data.num_val", int, size, SIZE),
     Rule("data.num_test", int, size, SIZE),
@@ -325,7 +333,8 @@ def _check_tbptt(cfg: DictConfig) -> None:
 
 
 def _check_chrono(cfg: DictConfig) -> None:
-    if _value(cfg, "model.init") == "chrono" and _value(cfg, "model.chrono_max_lag") is None:
+    lag = _value(cfg, "model.chrono_max_lag")  # ABSENT in a config older than the key
+    if _value(cfg, "model.init") == "chrono" and (lag is None or lag is ABSENT):
         raise ConfigError(
             "model.init=chrono draws each unit's memory time up to model.chrono_max_lag steps, "
             "which is not set. Fix: model.chrono_max_lag=<the longest lag of the task, in steps> "

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from src.config.checks import CELLS as CELL_NAMES
-from src.config.checks import HEADS, IMPLEMENTATIONS, INITS
+from src.config.checks import CHRONO_MIN_LAG, HEADS, IMPLEMENTATIONS, INITS
 
 Cell = Literal["rnn", "lstm", "gru"]
 Head = Literal["last", "every_step"]
@@ -72,10 +72,10 @@ class SequenceModel(nn.Module):
         if init == "keras":
             keras_init(self, cell)
         elif init == "chrono":
-            if chrono_max_lag is None or chrono_max_lag < 3:
+            if chrono_max_lag is None or chrono_max_lag < CHRONO_MIN_LAG:
                 raise ValueError(
-                    f"init=chrono needs chrono_max_lag >= 3, the longest lag to bridge in steps "
-                    f"(got {chrono_max_lag})"
+                    f"init=chrono needs chrono_max_lag >= {CHRONO_MIN_LAG}, the longest lag to "
+                    f"bridge in steps (got {chrono_max_lag})"
                 )
             chrono_init(self, cell, chrono_max_lag)
         elif init != "torch":
@@ -170,26 +170,26 @@ def keras_init(model: SequenceModel, cell: str) -> None:
     nn.init.zeros_(model.head.bias)
 
 
-def chrono_init(model: SequenceModel, cell: str, max_lag: int) -> None:
+def chrono_init(model: SequenceModel, cell: Cell, max_lag: int) -> None:
     """Keras's init, with the gate biases of chrono initialisation (Tallec & Ollivier 2018, "Can
-    recurrent neural networks warp time?"): each unit starts out keeping its state for a time
-    drawn log-uniformly between 1 and `max_lag` steps, so a long lag is bridged from the first
-    update instead of only once the forget (GRU: update) gate has learned to stay open. LSTM:
-    forget bias log(u), input bias -log(u), u ~ U(1, max_lag - 1); GRU: update-gate bias log(u)
-    (torch's GRU keeps the old state where its update gate is 1). A vanilla RNN has no gate:
-    it gets Keras's init alone."""
+    recurrent neural networks warp time?"): with no input, each unit starts out keeping its state
+    for 1 / (1 - sigmoid(log u)) = 1 + u steps, u ~ U(1, max_lag - 1), uniform between 2 and
+    `max_lag`. So a long lag is bridged from the first update, instead of only once the forget
+    (GRU: update) gate has learned to stay open. LSTM: forget bias log u, input bias -log u; GRU:
+    update-gate bias log u (torch's GRU keeps the old state where its update gate is 1). A
+    vanilla RNN has no gate: it gets Keras's init alone."""
     keras_init(model, cell)
     if cell == "rnn":
         return
-    hidden_size = model.head.in_features // model.num_directions
+    hidden_size = model.rnn.hidden_size
     forget_or_update = slice(hidden_size, 2 * hidden_size)  # torch's gate order: i f g o; r z n
     with torch.no_grad():
         for name, bias in model.rnn.named_parameters():
             if name.startswith("bias_ih"):
-                timescale = torch.empty(hidden_size).uniform_(1, max_lag - 1).log()
-                bias[forget_or_update] = timescale
+                log_time = torch.empty(hidden_size).uniform_(1, max_lag - 1).log()
+                bias[forget_or_update] = log_time
                 if cell == "lstm":
-                    bias[:hidden_size] = -timescale
+                    bias[:hidden_size] = -log_time
 
 
 # Keys of the model config that say how to train the model, not what it is.

@@ -1,5 +1,7 @@
 """A protocol changes how the classic model is trained, never the model or the evaluation."""
 
+from typing import Any
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -13,11 +15,11 @@ TRAINING_DATA_KEYS = {"batch_size", "regime"}
 
 
 # Model keys that say how the model is computed or initialised, not what it is.
-HOW_TRAINED = {"implementation", "init", "chrono_max_lag"}
+NOT_ARCHITECTURE = {"implementation", "init", "chrono_max_lag"}
 
 
-def model_itself(cfg: dict) -> dict:
-    return {k: v for k, v in cfg["model"].items() if k not in HOW_TRAINED}
+def architecture(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg["model"].items() if k not in NOT_ARCHITECTURE}
 
 
 def composed(*overrides: str) -> dict:
@@ -44,7 +46,7 @@ def test_the_best_protocol_trains_the_classic_model_on_the_classic_splits(task, 
     classic = composed(f"experiment={task}_classic", f"model={cell}")
     best = composed(f"experiment={task}_best", f"model={cell}")
     assert best["protocol"] == "best" and classic["protocol"] == "classic"
-    assert model_itself(best) == model_itself(classic)
+    assert architecture(best) == architecture(classic)
     changed = {k for k in classic["data"] if classic["data"][k] != best["data"].get(k)}
     assert changed <= TRAINING_DATA_KEYS
     assert best["data"]["monitor"] == classic["data"]["monitor"]
