@@ -27,6 +27,12 @@ hidden size, layers and parameter count.
   classified into 10 classes after the last row.
 """
 
+SUITE = """\
+* **The task suite** (`study.tasks` in conf/study.yaml; README's "The task suite"): {titles}.
+  Their sources count a net as successful when it gets every test sequence right, so each of
+  their tables is followed by the number of seeds that do.
+"""
+
 QUICK_WARNING = """\
 > **Quick profile.** These runs are a smoke test of the pipeline: {epochs} epochs of a few
 > batches of each task. Their scores say that every stage ran, not how well the cells learn; run
@@ -204,9 +210,29 @@ def copy_baseline(run: Run) -> str:
     return f"Memoryless baseline of the copy task: loss {value:.3f}."
 
 
+def criterion_met(task: str, protocols: list[str], cells: list[str], runs: list[Run]) -> list[str]:
+    """How many seeds of each cell meet the source's criterion of every test sequence right."""
+    criterion = TASKS[task].criterion
+    if criterion is None:
+        return []
+    lines = []
+    for protocol in protocols:
+        counts = [
+            f"{cell} {sum(r.score == 1.0 for r in group)} of {len(group)}"
+            for cell in cells
+            if (group := cell_runs(runs, task, protocol, cell))
+        ]
+        if counts:
+            lines.append(f"* {protocol} protocol: {', '.join(counts)}.")
+    if not lines:
+        return []
+    return [f"Seeds that meet the source's criterion ({criterion}):", "", *lines, ""]
+
+
 def task_section(task: str, protocols: list[str], cells: list[str], runs: list[Run]) -> list[str]:
     task_runs = [r for r in runs if r.task == task]
     lines = [*task_table(task, protocols, cells, task_runs)]
+    lines += criterion_met(task, protocols, cells, task_runs)
     lines += comparisons(task, protocols, cells, task_runs)
     if task == "copy" and task_runs:
         lines += [copy_baseline(task_runs[0]), ""]
@@ -238,6 +264,7 @@ def results_markdown(profile: str, study: dict[str, Any], runs: list[Run]) -> st
     multiply_steps = next((r.config["data"]["seq_len"] for r in runs if r.task == "multiply"), 100)
     lines += [
         INTRO.format(multiply_steps=multiply_steps),
+        *suite_intro(tasks),
         f"Profile `{profile}`. Protocols as run (`conf/experiment/<task>_<protocol>.yaml`):",
         "",
         *(f"* {protocol_line(group)}" for group in group_runs(runs, "task", "protocol").values()),
@@ -299,6 +326,11 @@ def results_markdown(profile: str, study: dict[str, Any], runs: list[Run]) -> st
         "",
     ]
     return "\n".join(lines)
+
+
+def suite_intro(tasks: list[str]) -> list[str]:
+    titles = [TASKS[task].title for task in tasks if TASKS[task].criterion is not None]
+    return [SUITE.format(titles="; ".join(titles))] if titles else []
 
 
 def runs_seed(runs: list[Run], task: str) -> int | None:

@@ -20,6 +20,9 @@ class Task:
     rule: str  # what that metric counts as correct
     extra: str  # a second test metric, in the list of runs
     published: dict[str, PublishedFigure] = field(default_factory=dict)  # by cell
+    # The source's own success criterion, where it is every test sequence right (a score of
+    # exactly 1): the report counts the seeds that meet it.
+    criterion: str | None = None
 
 
 NO_FIGURE = PublishedFigure("-", "no published figure for this cell")
@@ -55,6 +58,7 @@ TASKS: dict[str, Task] = {
         "|error| < 0.04 at the end",
         "test/mse",
         {"lstm": PublishedFigure("99.96% (1 wrong of 2,560, T = 100)", f"{H97}, Table 7")},
+        criterion="every test sequence within 0.04",
     ),
     "temporal_order": Task(
         "Temporal order (1997, experiment 6a)",
@@ -62,6 +66,7 @@ TASKS: dict[str, Task] = {
         "every output within 0.3 of its target",
         "test/acc",
         {"lstm": PublishedFigure("99.96% (1 wrong of 2,560; 6b: 2 of 2,560)", f"{H97}, Table 9")},
+        criterion="every output of every test sequence within 0.3",
     ),
     "reber": Task(
         "Embedded Reber grammar (1997, experiment 1)",
@@ -76,17 +81,20 @@ TASKS: dict[str, Task] = {
                 "Elman net: 0% of trials; RTRL: some fraction", f"{H97}, Table 1"
             ),
         },
+        criterion="every step of every test string right",
     ),
     "copy": Task(
         "Copy memory (Arjovsky, Shah & Bengio 2016)",
         "test/key_acc",
         "recalled symbols right",
         "test/loss",
+        criterion="every recalled symbol of every test sequence right",
     ),
     "chars": Task(
         "Next-character prediction",
         "test/acc",
         "next character right",
         "test/bits_per_symbol",
+        criterion="every next character of the test text right",
     ),
 }

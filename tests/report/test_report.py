@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from src.report.__main__ import write_report
-from src.report.markdown import protocol_line, runs_table, task_section
+from src.report.markdown import criterion_met, protocol_line, runs_table, task_section
 from src.report.runs import MissingRunError, Run, load_study
 from src.report.stats import summarise
 from src.training.run import train
@@ -94,3 +94,18 @@ def test_the_protocol_line_names_a_chrono_init_where_a_cell_has_gates_to_open(ce
     line = protocol_line([run])
     assert ("chrono init up to 100 steps" in line) == (cell == "lstm")
     assert "fresh training sequences every epoch (online)" in line
+
+
+def test_the_suite_counts_the_seeds_that_get_every_test_sequence_right(tmp_path):
+    def run(protocol: str, cell: str, seed: int, score: float) -> Run:
+        return Run("reber", protocol, cell, seed, tmp_path, {"test/sequence_acc": score}, {})
+
+    runs = [run("classic", "gru", 1, 1.0), run("classic", "gru", 2, 0.999),
+            run("best", "gru", 1, 1.0), run("best", "gru", 2, 1.0)]  # fmt: skip
+    lines = criterion_met("reber", ["classic", "best"], ["rnn", "gru"], runs)
+    assert (
+        lines[0]
+        == "Seeds that meet the source's criterion (every step of every test string right):"
+    )
+    assert lines[2:4] == ["* classic protocol: gru 1 of 2.", "* best protocol: gru 2 of 2."]
+    assert criterion_met("multiply", ["best"], ["gru"], runs) == []
