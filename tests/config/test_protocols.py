@@ -27,12 +27,21 @@ def composed(*overrides: str) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
-def test_every_task_has_a_classic_protocol_and_all_but_copy_a_best_one():
+def test_every_task_has_a_classic_and_a_best_protocol():
     tasks = {p.stem for p in (CONF / "data").glob("*.yaml")}
     assert {
         p.stem.removesuffix("_classic") for p in (CONF / "experiment").glob("*_classic.yaml")
     } == tasks
-    assert set(TASKS_WITH_BEST) == tasks - {"copy"}  # copy's search has not run yet
+    assert set(TASKS_WITH_BEST) == tasks
+
+
+def test_the_default_study_runs_every_task_under_protocols_that_exist():
+    study = OmegaConf.to_container(OmegaConf.load(CONF / "study.yaml"))["study"]  # type: ignore[index]
+    tasks = {p.stem for p in (CONF / "data").glob("*.yaml")}
+    assert {"multiply", "mnist", *study["tasks"]} == tasks
+    for task in tasks:
+        for protocol in study["protocols"]:
+            assert (CONF / "experiment" / f"{task}_{protocol}.yaml").is_file(), (task, protocol)
 
 
 @pytest.mark.parametrize("task", sorted(p.stem for p in (CONF / "data").glob("*.yaml")))
