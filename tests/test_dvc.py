@@ -60,10 +60,14 @@ def clone_working_tree(dest: Path, env: dict[str, str]) -> None:
 
 
 def quick_study_clone(
-    repo: Path, checksums: dict, env: dict[str, str], protocols: str = "[classic, best]"
+    repo: Path,
+    checksums: dict,
+    env: dict[str, str],
+    protocols: str = "[classic, best]",
+    tasks: str = "[chars]",
 ) -> None:
     """A clone of this repository whose study runs at the quick profile on the fake MNIST, one
-    seed per cell."""
+    seed per cell, with `tasks` alone of the task suite."""
     clone_working_tree(repo, env)
     mnist_conf = repo / "conf" / "data" / "mnist.yaml"
     mnist_text = mnist_conf.read_text().replace(
@@ -78,6 +82,8 @@ def quick_study_clone(
     study_conf = repo / "conf" / "study.yaml"
     study_text = study_conf.read_text().replace("[1, 2, 3, 4, 5]", "[1]")
     study_text = study_text.replace("protocols: [classic, best]", f"protocols: {protocols}")
+    study_text, replaced = re.subn(r"(?m)^  tasks: \[.*\]$", f"  tasks: {tasks}", study_text)
+    assert replaced == 1, "conf/study.yaml has no `tasks: [...]` line"
     study_conf.write_text(study_text)
     run([sys.executable, "-m", "src.config.params"], repo, env)
     run(["git", "add", "-A"], repo, env)
@@ -109,16 +115,17 @@ def test_repro_runs_every_stage_and_writes_metrics_plots_and_report(study):
     repo, env = study["repo"], study["env"]
     stages = set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"])
     assert {"prepare_mnist", "prepare_multiply", "report", "train"} <= stages
+    assert "prepare_task@chars" in stages
     for protocol in ("classic", "best"):
-        assert {f"train_multiply@{protocol}-{cell}-1" for cell in ("rnn", "lstm", "gru")} <= stages
-        assert {f"train_mnist@{protocol}-{cell}-1" for cell in ("rnn", "lstm", "gru")} <= stages
+        for stage in ("train_multiply@", "train_mnist@", "train_task@chars-"):
+            assert {f"{stage}{protocol}-{cell}-1" for cell in ("rnn", "lstm", "gru")} <= stages
     assert stages_run(study["first_repro"]) == stages
     assert (repo / "data" / "multiply" / "study.pt").is_file()
     assert (repo / "data" / "mnist" / "mnist.pt").is_file()
 
     metrics = json.loads(dvc(repo, env, "metrics", "show", "--json"))
     files = next(iter(metrics.values()))["data"]
-    assert len(files) == 13  # 3 cells x 2 tasks x 2 protocols, and the train stage
+    assert len(files) == 19  # 3 cells x 3 tasks x 2 protocols, and the train stage
     for protocol in ("classic", "best"):
         gru = files[f"runs/study/multiply/{protocol}/gru/seed1/metrics.json"]["data"]
         assert 0 <= gru["test/tolerance_accuracy"] <= 1 and gru["num_params"] == 8671
@@ -138,8 +145,10 @@ def test_repro_runs_every_stage_and_writes_metrics_plots_and_report(study):
     for figure in ("curves_multiply", "curves_mnist", "predictions_multiply"):
         assert (repo / "reports" / "figures" / f"{figure}.png").stat().st_size > 10_000
         assert f"figures/{figure}.png" in report
+    assert "### Next-character prediction: test `test/acc`" in report
+    assert "Seeds that meet the source's criterion (every next character" in report
     results = json.loads((repo / "reports" / "results.json").read_text())
-    assert len(results["runs"]) == 12 and len(results["summaries"]) == 12
+    assert len(results["runs"]) == 18 and len(results["summaries"]) == 18
 
 
 def without_timings(row: dict) -> dict:
@@ -154,12 +163,12 @@ def without_timings(row: dict) -> dict:
 def test_the_parallel_repro_gives_every_run_the_serial_numbers(study, tmp_path):
     serial, env = study["repo"], study["env"]
     parallel = tmp_path / "repo"
-    # One protocol keeps the test short; the serial study ran it with the other.
-    quick_study_clone(parallel, study["checksums"], env, protocols="[best]")
+    # One protocol and no suite task keep the test short; the serial study ran them all.
+    quick_study_clone(parallel, study["checksums"], env, protocols="[best]", tasks="[]")
     output = run([sys.executable, "-m", "src.repro", "--jobs", "2", "report"], parallel, env)
     assert "all 9 stages done" in output  # 2 prepare, 6 training, the report
 
-    runs = sorted((serial / "runs" / "study").rglob("best/*/*/metrics.json"))
+    runs = sorted((serial / "runs" / "study").glob("m*/best/*/*/metrics.json"))
     assert len(runs) == 6
     for serial_metrics in runs:
         run_dir = serial_metrics.parent.relative_to(serial)
@@ -202,7 +211,8 @@ def test_a_param_change_reruns_only_its_dependents(study):
     # A conf/ edit reaches exactly the runs that compose that file.
     changed = stages_changed_by(repo, env, repo / "conf" / "model" / "rnn.yaml", "init: torch\n")
     assert changed == {
-        f"train_{task}@{protocol}-rnn-1" for task in ("multiply", "mnist")
+        f"{stage}{protocol}-rnn-1"
+        for stage in ("train_multiply@", "train_mnist@", "train_task@chars-")
         for protocol in ("classic", "best")
     }  # fmt: skip
     # A protocol's file reaches that protocol's runs of its task.
