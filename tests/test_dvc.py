@@ -31,8 +31,15 @@ GIT_IDENTITY = {
 }
 
 
+# A guard against a hang, not a timing: the first `dvc repro` runs some 40 stages one after
+# another, and on a 2-core machine shared with other test workers that took over 10 minutes.
+TIMEOUT_SECONDS = 1800
+
+
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_SECONDS
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{output[-4000:]}"
     return output
