@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from itertools import combinations
 from typing import Any
 
+from src.data.copy_memory import memoryless_cross_entropy
 from src.models.sequence_model import keras_parameter_count
 from src.report.published import NO_FIGURE, TASKS
 from src.report.runs import Run, group_runs
@@ -206,7 +206,7 @@ def comparisons(task: str, protocols: list[str], cells: list[str], runs: list[Ru
 
 def copy_baseline(run: Run) -> str:
     data = run.config["data"]
-    value = data["to_copy"] * math.log(data["categories"]) / (data["lag"] + 2 * data["to_copy"])
+    value = memoryless_cross_entropy(data["categories"], data["to_copy"], data["lag"])
     return f"Memoryless baseline of the copy task: loss {value:.3f}."
 
 
