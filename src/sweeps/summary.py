@@ -15,7 +15,9 @@ still running), or never started. Written into the sweep directory:
     sweep_summary.md            both tables, and the best job
     best_config.yaml            the composed config of the best job by the validation metric it
                                 monitored (`best_<data.monitor>`, in `data.monitor_mode`), with
-                                best_overrides.yaml; only when all jobs monitor the same metric
+                                best_overrides.yaml; only when all jobs monitor the same metric.
+                                When the sweep replicates seeds, the best job of the combination
+                                with the best mean over its seeds (every one of them done)
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ class Best:
     metric: str
     mode: str
     value: float
+    # When the sweep replicates seeds: the jobs of the best combination, and their mean.
+    replicates: tuple[Job, ...] = ()
+    mean: float | None = None
 
 
 @dataclass(frozen=True)
@@ -226,8 +231,31 @@ def find_best(jobs: Sequence[Job]) -> Best | None:
     ((monitor, mode),) = monitors
     metric = f"best_{monitor}"
     pick = max if mode == "max" else min
-    best = pick(candidates, key=lambda job: job.metrics[metric])
-    return Best(best, metric, mode, best.metrics[metric])
+    combinations = _complete_combinations(jobs, set(map(id, candidates)))
+    if not any(len(members) > 1 for members in combinations):
+        best = pick(candidates, key=lambda job: job.metrics[metric])
+        return Best(best, metric, mode, best.metrics[metric])
+    # One lucky seed says little about a setting (a vanilla RNN leaves a plateau on some seeds
+    # and not others): with replicates, the best combination is the one with the best mean.
+    members = pick(combinations, key=lambda group: statistics.fmean(_values(group, metric)))
+    best = pick(members, key=lambda job: job.metrics[metric])
+    mean = statistics.fmean(_values(members, metric))
+    return Best(best, metric, mode, best.metrics[metric], tuple(members), mean)
+
+
+def _values(jobs: Sequence[Job], metric: str) -> list[float]:
+    return [job.metrics[metric] for job in jobs]
+
+
+def _complete_combinations(jobs: Sequence[Job], candidates: set[int]) -> list[list[Job]]:
+    """The jobs grouped by their overrides other than the replicate keys, keeping only the groups
+    whose every job is a candidate: a seed that failed or is still running counts against its
+    setting, not for it."""
+    groups: dict[tuple[tuple[str, str], ...], list[Job]] = {}
+    for job in jobs:
+        key = tuple((k, v) for k, v in job.overrides.items() if k not in REPLICATE_KEYS)
+        groups.setdefault(key, []).append(job)
+    return [members for members in groups.values() if all(id(job) in candidates for job in members)]
 
 
 def to_csv(table: Table) -> str:
@@ -307,9 +335,21 @@ def to_markdown(jobs: Sequence[Job], grouped: Table, best: Best | None, title: s
     ]
     if best is not None:
         overrides = " ".join(f"{k}={v}" for k, v in best.job.overrides.items() if k in varying)
+        parts += ["## Best job", ""]
+        if best.mean is not None:
+            setting = " ".join(
+                f"{k}={v}"
+                for k, v in best.job.overrides.items()
+                if k in varying and k not in REPLICATE_KEYS
+            )
+            names = ", ".join(job.name for job in best.replicates)
+            parts += [
+                f"Best combination by the mean over {', '.join(REPLICATE_KEYS)}: "
+                f"{setting or 'the only one'}, {best.metric} = {best.mean:.6g} ({best.mode}) "
+                f"over jobs {names}. Its best job:",
+                "",
+            ]
         parts += [
-            "## Best job",
-            "",
             f"Job {best.job.name} ({overrides or 'the only combination'}): "
             f"{best.metric} = {best.value:.6g} ({best.mode}); config in best_config.yaml.",
             "",
@@ -385,6 +425,12 @@ def report(sweep_dir: Path, jobs: Sequence[Job], best: Best | None) -> None:
         f"seqlab: sweep summary ({count_line(jobs)}) in {sweep_dir}/sweep_summary.{{md,csv}}",
         flush=True,
     )
+    if best is not None and best.mean is not None:
+        print(
+            f"seqlab: best combination by its mean over {len(best.replicates)} "
+            f"{'/'.join(REPLICATE_KEYS)}s: {best.metric} = {best.mean:.6g}",
+            flush=True,
+        )
     if best is not None:
         print(
             f"seqlab: best job {best.job.name}: {best.metric} = {best.value:.6g} with "

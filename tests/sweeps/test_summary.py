@@ -25,6 +25,9 @@ def make_job(
         (job / "metrics.json").write_text(json.dumps({"test_checkpoint": "x.ckpt", **metrics}))
 
 
+MSE = ("val/mse", "min")
+
+
 def rows(path: Path) -> list[dict[str, str]]:
     with path.open() as handle:
         return list(csv.DictReader(handle))
@@ -83,3 +86,29 @@ def test_no_best_job_is_named_across_different_monitored_metrics(tmp_path):
 def test_a_directory_without_jobs_is_an_error(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "no job directories" in capsys.readouterr().err
+
+
+def test_with_seed_replicates_the_best_setting_is_the_best_mean_not_the_luckiest_seed(tmp_path):
+    # lstm has the single best seed, gru the better mean; an rnn seed that failed rules it out.
+    losses = {("lstm", 1): 0.004, ("lstm", 2): 0.050, ("gru", 1): 0.010, ("gru", 2): 0.012}
+    for num, ((model, seed), loss) in enumerate(losses.items()):
+        make_job(tmp_path, num, [f"model={model}", f"seed={seed}"], {"best_val/mse": loss}, MSE)
+    make_job(tmp_path, 4, ["model=rnn", "seed=1"], {"best_val/mse": 0.001}, MSE)
+    make_job(tmp_path, 5, ["model=rnn", "seed=2"], None, MSE)  # failed
+
+    best = summarize(tmp_path)[1]
+
+    assert best is not None
+    assert best.mean == pytest.approx(0.011)
+    assert [job.name for job in best.replicates] == ["2", "3"]
+    assert best.job.name == "2"
+    assert OmegaConf.load(tmp_path / "best_overrides.yaml") == ["model=gru", "seed=1"]
+    markdown = (tmp_path / "sweep_summary.md").read_text()
+    assert "model=gru, best_val/mse = 0.011 (min) over jobs 2, 3" in markdown
+
+
+def test_without_replicates_the_best_job_is_the_best_single_run(tmp_path):
+    for num, (model, loss) in enumerate({"lstm": 0.004, "gru": 0.010}.items()):
+        make_job(tmp_path, num, [f"model={model}", "seed=1"], {"best_val/mse": loss}, MSE)
+    best = summarize(tmp_path)[1]
+    assert best is not None and best.job.name == "0" and best.mean is None
