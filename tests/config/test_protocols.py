@@ -71,16 +71,27 @@ def test_the_quick_profile_shortens_a_best_protocol_too():
 
 
 SEARCHES = sorted(p.stem for p in (CONF / "hparams_search").glob("*_protocol.yaml"))
+# Searches that score a protocol's settings over several seeds (one cell's, on one task).
+SEED_SEARCHES = sorted(p.stem for p in (CONF / "hparams_search").glob("*_seeds.yaml"))
 # The search any suite task can run with its own data; the suite tasks' own searches start from it.
 GENERIC_SEARCH = "suite_protocol"
 
 
-@pytest.mark.parametrize("search", SEARCHES)
+@pytest.mark.parametrize("search", SEARCHES + SEED_SEARCHES)
 def test_searches_tune_training_only(search):
     cfg = command("train", f"hparams_search={search}", with_hydra=True)
     tuned = set(cfg.hydra.sweeper.params)
     assert tuned and not {k for k in tuned if k.startswith("model.")} - {"model.init"}
     assert cfg.optimized_metric == cfg.data.monitor
+
+
+@pytest.mark.parametrize("search", SEED_SEARCHES)
+def test_a_seed_search_chooses_on_seeds_the_study_does_not_report(search):
+    cfg = command("train", f"hparams_search={search}", with_hydra=True)
+    seeds = {int(s) for s in str(cfg.hydra.sweeper.params.seed).split(",")}
+    study = OmegaConf.load(CONF / "study.yaml").study
+    reported = {*study.multiply_seeds, *study.mnist_seeds, *study.task_seeds}
+    assert len(seeds) >= 3 and not seeds & reported
 
 
 def test_every_task_search_has_its_best_protocol():
