@@ -235,16 +235,15 @@ def find_best(jobs: Sequence[Job]) -> Best | None:
     if not any(len(members) > 1 for members in combinations):
         best = pick(candidates, key=lambda job: job.metrics[metric])
         return Best(best, metric, mode, best.metrics[metric])
+
     # One lucky seed says little about a setting (a vanilla RNN leaves a plateau on some seeds
     # and not others): with replicates, the best combination is the one with the best mean.
-    members = pick(combinations, key=lambda group: statistics.fmean(_values(group, metric)))
+    def mean(group: Sequence[Job]) -> float:
+        return statistics.fmean(job.metrics[metric] for job in group)
+
+    members = pick(combinations, key=mean)
     best = pick(members, key=lambda job: job.metrics[metric])
-    mean = statistics.fmean(_values(members, metric))
-    return Best(best, metric, mode, best.metrics[metric], tuple(members), mean)
-
-
-def _values(jobs: Sequence[Job], metric: str) -> list[float]:
-    return [job.metrics[metric] for job in jobs]
+    return Best(best, metric, mode, best.metrics[metric], tuple(members), mean(members))
 
 
 def _complete_combinations(jobs: Sequence[Job], candidates: set[int]) -> list[list[Job]]:
