@@ -191,16 +191,25 @@ def job_table(jobs: Sequence[Job]) -> Table:
     return Table(["job", "status", "reason", *override_keys, *metric_keys], rows)
 
 
+def _setting_keys(jobs: Sequence[Job]) -> list[str]:
+    """The override keys that name a setting: all but the replicate keys."""
+    return [k for k in _ordered_keys([job.overrides for job in jobs]) if k not in REPLICATE_KEYS]
+
+
+def _by_setting(jobs: Sequence[Job], keys: Sequence[str]) -> dict[tuple[str, ...], list[Job]]:
+    """The jobs grouped by their values of `keys`: each setting's replicates, in job order."""
+    groups: dict[tuple[str, ...], list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(tuple(job.overrides.get(k, "") for k in keys), []).append(job)
+    return groups
+
+
 def grouped_table(jobs: Sequence[Job]) -> Table:
     """Mean and sample standard deviation of every metric over the replicates of each group."""
     done = [job for job in jobs if job.metrics]
-    group_keys = [
-        k for k in _ordered_keys([job.overrides for job in done]) if k not in REPLICATE_KEYS
-    ]
+    group_keys = _setting_keys(done)
     metric_keys = sorted(_ordered_keys([job.metrics for job in done]))
-    groups: dict[tuple[str, ...], list[Job]] = {}
-    for job in done:
-        groups.setdefault(tuple(job.overrides.get(k, "") for k in group_keys), []).append(job)
+    groups = _by_setting(done, group_keys)
     rows = []
     for values, members in groups.items():
         stats: list[Any] = []
@@ -231,7 +240,13 @@ def find_best(jobs: Sequence[Job]) -> Best | None:
     ((monitor, mode),) = monitors
     metric = f"best_{monitor}"
     pick = max if mode == "max" else min
-    combinations = _complete_combinations(jobs, set(map(id, candidates)))
+    # A seed that failed or is still running counts against its setting, not for it.
+    names = {job.name for job in candidates}
+    combinations = [
+        members
+        for members in _by_setting(jobs, _setting_keys(jobs)).values()
+        if all(job.name in names for job in members)
+    ]
     if not any(len(members) > 1 for members in combinations):
         best = pick(candidates, key=lambda job: job.metrics[metric])
         return Best(best, metric, mode, best.metrics[metric])
@@ -244,17 +259,6 @@ def find_best(jobs: Sequence[Job]) -> Best | None:
     members = pick(combinations, key=mean)
     best = pick(members, key=lambda job: job.metrics[metric])
     return Best(best, metric, mode, best.metrics[metric], tuple(members), mean(members))
-
-
-def _complete_combinations(jobs: Sequence[Job], candidates: set[int]) -> list[list[Job]]:
-    """The jobs grouped by their overrides other than the replicate keys, keeping only the groups
-    whose every job is a candidate: a seed that failed or is still running counts against its
-    setting, not for it."""
-    groups: dict[tuple[tuple[str, str], ...], list[Job]] = {}
-    for job in jobs:
-        key = tuple((k, v) for k, v in job.overrides.items() if k not in REPLICATE_KEYS)
-        groups.setdefault(key, []).append(job)
-    return [members for members in groups.values() if all(id(job) in candidates for job in members)]
 
 
 def to_csv(table: Table) -> str:
