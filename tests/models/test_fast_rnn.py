@@ -1,6 +1,8 @@
 """FastRNN against torch.nn.RNN/LSTM/GRU: outputs, states and every gradient, both backends."""
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -38,9 +40,11 @@ def run(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Te
     return out, list(state) if isinstance(state, tuple) else [state]
 
 
-def compare(mode: Mode, layers: int, dtype: torch.dtype, steps: int, **tol: float) -> None:
+def compare(
+    mode: Mode, layers: int, dtype: torch.dtype, steps: int, batch: int = 4, **tol: float
+) -> None:
     ref, fast = pair(mode, layers, dtype)
-    x = torch.randn(4, steps, 3, dtype=dtype)
+    x = torch.randn(batch, steps, 3, dtype=dtype)
     x_ref, x_fast = x.clone().requires_grad_(), x.clone().requires_grad_()
     out_ref, states_ref = run(ref, x_ref)
     out_fast, states_fast = run(fast, x_fast)
@@ -50,24 +54,101 @@ def compare(mode: Mode, layers: int, dtype: torch.dtype, steps: int, **tol: floa
     grads = [torch.randn_like(t) for t in [out_ref, *states_ref]]
     torch.autograd.backward([out_ref, *states_ref], grads)
     torch.autograd.backward([out_fast, *states_fast], grads)
-    torch.testing.assert_close(x_fast.grad, x_ref.grad, **tol)
+
+    # Backward sums in another order than autograd: gradients agree to rtol of their largest
+    # element (a weight's gradient sums batch x steps terms; its small elements lose digits).
+    def close_grad(a: torch.Tensor, b: torch.Tensor, name: str) -> None:
+        atol = max(tol["atol"], tol["rtol"] * b.abs().max().item())
+        msg = lambda m: f"{name}: {m}"  # noqa: E731
+        torch.testing.assert_close(a, b, rtol=tol["rtol"], atol=atol, msg=msg)
+
+    close_grad(x_fast.grad, x_ref.grad, "input")
     for (name, p), (name_ref, p_ref) in zip(
         fast.named_parameters(), ref.named_parameters(), strict=True
     ):
         assert name == name_ref
-        torch.testing.assert_close(p.grad, p_ref.grad, **tol, msg=lambda m, n=name: f"{n}: {m}")
+        close_grad(p.grad, p_ref.grad, name)
 
 
+def compare_layer(mode: Mode, steps: int, batch: int, **tol: float) -> None:
+    """One layer of the loops (_Layer, any dtype they take) against torch.nn's, in float64."""
+    torch.manual_seed(0)
+    ref = TORCH[mode](3, 5, 1).double()
+    x = torch.randn(steps, batch, 3, dtype=torch.float64)
+    x_ref, x_fast = x.clone().requires_grad_(), x.clone().requires_grad_()
+    weights = [p.detach().clone().requires_grad_() for p in ref.all_weights[0]]
+    out_ref, state_ref = ref(x_ref)
+    out_fast = fast_rnn._Layer.apply(mode, x_fast, weights[0], weights[2], weights[1], weights[3])
+    outs_ref = [out_ref, state_ref[1][0]] if mode == "lstm" else [out_ref]
+    outs_fast = list(out_fast) if mode == "lstm" else [out_fast]
+    for a, b in zip(outs_fast, outs_ref, strict=True):
+        torch.testing.assert_close(a, b, **tol)
+    grads = [torch.randn_like(t) for t in outs_ref]
+    torch.autograd.backward(outs_ref, grads)
+    torch.autograd.backward(outs_fast, grads)
+    torch.testing.assert_close(x_fast.grad, x_ref.grad, **tol)
+    for p, p_ref in zip(weights, ref.all_weights[0], strict=True):
+        torch.testing.assert_close(p.grad, p_ref.grad, **tol)
+
+
+@contextlib.contextmanager
+def threads(count: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# FastRNN itself hands float64 to torch's kernels, so the loops' float64 is checked a layer down.
+# 13 rows on 2 threads: blocks of 7 and 6 rows, each running the whole time loop on its own.
+@pytest.mark.parametrize("batch", [4, 13])
 @pytest.mark.parametrize("steps", [7, 1])
-@pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("mode", MODES)
-def test_matches_torch_float64(backend: str, mode: Mode, layers: int, steps: int) -> None:
-    compare(mode, layers, torch.float64, steps, rtol=1e-12, atol=1e-12)
+def test_matches_torch_float64(backend: str, mode: Mode, steps: int, batch: int) -> None:
+    with threads(2):
+        compare_layer(mode, steps, batch, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("batch", [4, 13])
 @pytest.mark.parametrize("mode", MODES)
-def test_matches_torch_float32(backend: str, mode: Mode) -> None:
-    compare(mode, 2, torch.float32, 20, rtol=1e-5, atol=1e-6)
+def test_matches_torch_float32(backend: str, mode: Mode, batch: int) -> None:
+    with threads(2):
+        compare(mode, 2, torch.float32, 20, batch=batch, rtol=1e-5, atol=1e-6)
+
+
+def fused_loops(mode: Mode, batch: int, steps: int = 9, hidden: int = 24) -> list[torch.Tensor]:
+    """Every output of the C++ forward and backward loops on seeded inputs."""
+    ops = fast_rnn._native()
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[mode]
+    gen = torch.Generator().manual_seed(0)
+    gi = torch.randn(steps, batch, gates * hidden, generator=gen)
+    w = torch.randn(gates * hidden, hidden, generator=gen) / hidden**0.5
+    b = torch.randn(gates * hidden, generator=gen)
+    dhs = torch.randn(steps, batch, hidden, generator=gen)
+    w_t = w.t().contiguous()
+    if mode == "rnn":
+        ops.rnn_forward(gi, w_t, b)
+        return [gi, ops.rnn_backward(dhs, gi, w)]
+    if mode == "lstm":
+        hs, c = ops.lstm_forward(gi, w_t, b)
+        dcn = torch.randn(batch, hidden, generator=gen)
+        return [hs, gi, c, ops.lstm_backward(dhs, dcn, gi, c, w)]
+    hs, ns = ops.gru_forward(gi, w_t, b)
+    return [hs, gi, ns, *ops.gru_backward(dhs, hs, gi, ns, w)]
+
+
+@pytest.mark.parametrize("backend", ["native"], indirect=True)
+@pytest.mark.parametrize("mode", MODES)
+def test_the_loops_give_the_same_bits_on_any_number_of_threads(backend: str, mode: Mode) -> None:
+    with threads(1):
+        serial = fused_loops(mode, batch=37)
+    for count in (2, 3):
+        with threads(count):
+            parallel = fused_loops(mode, batch=37)
+        for a, b in zip(parallel, serial, strict=True):
+            assert torch.equal(a, b), f"{count} threads differ from 1 by {(a - b).abs().max()}"
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -11,6 +11,7 @@
 // made the forward 1.3-1.5x slower), and tanh(x) = 2 sigmoid(2x) - 1. Outputs agree with torch.nn's
 // to float rounding (tests/models/test_fast_rnn.py).
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
@@ -72,13 +73,30 @@ template <typename T> void store(Vec<T> v, T* p, int64_t count) {
   }
 }
 
-// The recurrent projection of step t, b_hh + h_{t-1} W_hh^T, into every row of hh [b, width]:
+// Rows of the batch never meet in a recurrence: row i of step t needs only row i of step t - 1.
+// So each thread runs the whole time loop, forward or backward, for its own block of rows, with
+// its own single-threaded GEMMs: no fork and join per step. A row's arithmetic does not depend on
+// the block it falls in (tests/models/test_fast_rnn.py compares threads), so results do not
+// depend on the thread count.
+struct Rows {
+  int64_t begin, end;
+  int64_t size() const { return end - begin; }
+};
+
+// Rows per thread at least: below that, one thread runs the loop alone.
+constexpr int64_t kRowsPerThread = 4;
+
+template <typename Loop> void for_row_blocks(int64_t b, Loop loop) {
+  at::parallel_for(0, b, kRowsPerThread, [&](int64_t begin, int64_t end) { loop(Rows{begin, end}); });
+}
+
+// The recurrent projection of step t, b_hh + h_{t-1} W_hh^T, into the rows r of hh [b, width]:
 // b_hh alone at t = 0. hs holds the states of the steps so far, [t, b, h].
 template <typename T>
-void recurrent_projection(int64_t t, int64_t b, int64_t h, int64_t width, const T* hs,
+void recurrent_projection(int64_t t, int64_t b, int64_t h, int64_t width, Rows r, const T* hs,
                           const T* w_t, const T* b_hh, T* hh) {
-  for (int64_t i = 0; i < b; ++i) std::memcpy(hh + i * width, b_hh, width * sizeof(T));
-  if (t) matmul_add(b, h, width, hs + (t - 1) * b * h, w_t, hh);
+  for (int64_t i = r.begin; i < r.end; ++i) std::memcpy(hh + i * width, b_hh, width * sizeof(T));
+  if (t) matmul_add(r.size(), h, width, hs + (t - 1) * b * h + r.begin * h, w_t, hh + r.begin * width);
 }
 
 void check(const Tensor& t, const char* name) {
@@ -90,29 +108,30 @@ void check(const Tensor& t, const char* name) {
 // ---- tanh RNN: h_t = tanh(gi_t + (b_hh + h_{t-1} W_hh^T)) ----
 
 template <typename T>
-void rnn_forward_loop(int64_t n, int64_t b, int64_t h, T* gi, const T* w_t, const T* b_hh, T* hh) {
-  const int64_t m = b * h;
+void rnn_forward_loop(int64_t n, int64_t b, int64_t h, Rows r, T* gi, const T* w_t,
+                      const T* b_hh, T* hh) {
   for (int64_t t = 0; t < n; ++t) {
-    recurrent_projection(t, b, h, h, gi, w_t, b_hh, hh);
-    T* o = gi + t * m;  // x W_ih^T + b_ih, then h_t
-    each_vector<T>(m, [&](int64_t j, int64_t c) {
-      store(tanh<T>(load(o + j, c) + load(hh + j, c)), o + j, c);
+    recurrent_projection(t, b, h, h, r, gi, w_t, b_hh, hh);
+    T* o = gi + (t * b + r.begin) * h;  // x W_ih^T + b_ih, then h_t
+    const T* q = hh + r.begin * h;
+    each_vector<T>(r.size() * h, [&](int64_t j, int64_t c) {
+      store(tanh<T>(load(o + j, c) + load(q + j, c)), o + j, c);
     });
   }
 }
 
 template <typename T>
-void rnn_backward_loop(int64_t n, int64_t b, int64_t h, const T* dhs, const T* hs, const T* w,
-                       T* dg, T* dh) {
-  const int64_t m = b * h;
-  std::memcpy(dh, dhs + (n - 1) * m, m * sizeof(T));
+void rnn_backward_loop(int64_t n, int64_t b, int64_t h, Rows r, const T* dhs, const T* hs,
+                       const T* w_hh, T* dg, T* dh) {
+  const int64_t m = b * h, first = r.begin * h, count = r.size() * h;
+  std::memcpy(dh + first, dhs + (n - 1) * m + first, count * sizeof(T));
   for (int64_t t = n - 1; t >= 0; --t) {
-    const T* y = hs + t * m;
-    T* d = dg + t * m;
-    for (int64_t i = 0; i < m; ++i) d[i] = dh[i] * (T(1) - y[i] * y[i]);
+    const T* y = hs + t * m + first;
+    T* d = dg + t * m + first;
+    for (int64_t j = 0; j < count; ++j) d[j] = dh[first + j] * (T(1) - y[j] * y[j]);
     if (t) {
-      std::memcpy(dh, dhs + (t - 1) * m, m * sizeof(T));
-      matmul_add(b, h, h, d, w, dh);
+      std::memcpy(dh + first, dhs + (t - 1) * m + first, count * sizeof(T));
+      matmul_add(r.size(), h, h, d, w_hh, dh + first);
     }
   }
 }
@@ -120,21 +139,21 @@ void rnn_backward_loop(int64_t n, int64_t b, int64_t h, const T* dhs, const T* h
 // ---- LSTM, gates i, f, g, o: c_t = f c_{t-1} + i g, h_t = o tanh(c_t) ----
 
 template <typename T>
-void lstm_forward_loop(int64_t n, int64_t b, int64_t h, T* a, const T* w_t, const T* b_hh, T* hs,
-                       T* c, T* hh) {
+void lstm_forward_loop(int64_t n, int64_t b, int64_t h, Rows r, T* a, const T* w_t,
+                       const T* b_hh, T* hs, T* c, T* hh) {
   const int64_t m = b * h, g = 4 * h;
   for (int64_t t = 0; t < n; ++t) {
-    recurrent_projection(t, b, h, g, hs, w_t, b_hh, hh);
-    for (int64_t i = 0; i < b; ++i) {
+    recurrent_projection(t, b, h, g, r, hs, w_t, b_hh, hh);
+    for (int64_t i = r.begin; i < r.end; ++i) {
       T* qi = a + t * b * g + i * g;  // x W_ih^T + b_ih, then the activated gates i, f, g, o
-      const T* r = hh + i * g;
+      const T* q = hh + i * g;
       const T* cp = t ? c + (t - 1) * m + i * h : nullptr;
       T *co = c + t * m + i * h, *ho = hs + t * m + i * h;
       each_vector<T>(h, [&](int64_t j, int64_t k) {
-        const Vec<T> ig = sigmoid(load(qi + j, k) + load(r + j, k));
-        const Vec<T> fg = sigmoid(load(qi + h + j, k) + load(r + h + j, k));
-        const Vec<T> gg = tanh<T>(load(qi + 2 * h + j, k) + load(r + 2 * h + j, k));
-        const Vec<T> og = sigmoid(load(qi + 3 * h + j, k) + load(r + 3 * h + j, k));
+        const Vec<T> ig = sigmoid(load(qi + j, k) + load(q + j, k));
+        const Vec<T> fg = sigmoid(load(qi + h + j, k) + load(q + h + j, k));
+        const Vec<T> gg = tanh<T>(load(qi + 2 * h + j, k) + load(q + 2 * h + j, k));
+        const Vec<T> og = sigmoid(load(qi + 3 * h + j, k) + load(q + 3 * h + j, k));
         const Vec<T> ct = cp ? fg * load(cp + j, k) + ig * gg : ig * gg;
         store(ig, qi + j, k), store(fg, qi + h + j, k), store(gg, qi + 2 * h + j, k);
         store(og, qi + 3 * h + j, k), store(ct, co + j, k), store(og * tanh<T>(ct), ho + j, k);
@@ -144,15 +163,18 @@ void lstm_forward_loop(int64_t n, int64_t b, int64_t h, T* a, const T* w_t, cons
 }
 
 template <typename T>
-void lstm_backward_loop(int64_t n, int64_t b, int64_t h, const T* dhs, const T* dcn, const T* a,
-                        const T* c, const T* w, const T* zero, T* dg, T* dh, T* dc, T* tc) {
-  const int64_t m = b * h, g = 4 * h;
-  std::memcpy(dh, dhs + (n - 1) * m, m * sizeof(T));
-  std::memcpy(dc, dcn, m * sizeof(T));
+void lstm_backward_loop(int64_t n, int64_t b, int64_t h, Rows r, const T* dhs, const T* dcn,
+                        const T* a, const T* c, const T* w_hh, const T* zero, T* dg, T* dh, T* dc,
+                        T* tc) {
+  const int64_t m = b * h, g = 4 * h, first = r.begin * h, count = r.size() * h;
+  std::memcpy(dh + first, dhs + (n - 1) * m + first, count * sizeof(T));
+  std::memcpy(dc + first, dcn + first, count * sizeof(T));
   for (int64_t t = n - 1; t >= 0; --t) {
-    const T* ct = c + t * m;
-    each_vector<T>(m, [&](int64_t j, int64_t k) { store(tanh<T>(load(ct + j, k)), tc + j, k); });
-    for (int64_t i = 0; i < b; ++i) {
+    const T* ct = c + t * m + first;
+    each_vector<T>(count, [&](int64_t j, int64_t k) {
+      store(tanh<T>(load(ct + j, k)), tc + first + j, k);
+    });
+    for (int64_t i = r.begin; i < r.end; ++i) {
       const T *qi = a + t * b * g + i * g, *qf = qi + h, *qg = qf + h, *qo = qg + h;
       // zero, not a branch in the inner loop: it then vectorizes
       const T* cp = (t ? c + (t - 1) * m : zero) + i * h;
@@ -170,8 +192,8 @@ void lstm_backward_loop(int64_t n, int64_t b, int64_t h, const T* dhs, const T* 
       }
     }
     if (t) {
-      std::memcpy(dh, dhs + (t - 1) * m, m * sizeof(T));
-      matmul_add(b, g, h, dg + t * b * g, w, dh);
+      std::memcpy(dh + first, dhs + (t - 1) * m + first, count * sizeof(T));
+      matmul_add(r.size(), g, h, dg + t * b * g + r.begin * g, w_hh, dh + first);
     }
   }
 }
@@ -179,23 +201,23 @@ void lstm_backward_loop(int64_t n, int64_t b, int64_t h, const T* dhs, const T* 
 // ---- GRU, gates r, z, n: n = tanh(x_n + r (W_hn h + b_hn)), h_t = (h_{t-1} - n) z + n ----
 
 template <typename T>
-void gru_forward_loop(int64_t n, int64_t b, int64_t h, T* g, const T* w_t, const T* b_hh, T* hs,
-                      T* ns, T* hh) {
+void gru_forward_loop(int64_t n, int64_t b, int64_t h, Rows r, T* g, const T* w_t, const T* b_hh,
+                      T* hs, T* ns, T* hh) {
   const int64_t m = b * h, g3 = 3 * h;
   for (int64_t t = 0; t < n; ++t) {
-    recurrent_projection(t, b, h, g3, hs, w_t, b_hh, hh);
-    for (int64_t i = 0; i < b; ++i) {
+    recurrent_projection(t, b, h, g3, r, hs, w_t, b_hh, hh);
+    for (int64_t i = r.begin; i < r.end; ++i) {
       T* q = g + t * b * g3 + i * g3;  // x W_ih^T + b_ih, then r, z and W_hn h + b_hn
       const T* r_h = hh + i * g3;
       const T* hp = t ? hs + (t - 1) * m + i * h : nullptr;
       T *no = ns + t * m + i * h, *ho = hs + t * m + i * h;
       each_vector<T>(h, [&](int64_t j, int64_t k) {
-        const Vec<T> r = sigmoid(load(q + j, k) + load(r_h + j, k));
+        const Vec<T> rg = sigmoid(load(q + j, k) + load(r_h + j, k));
         const Vec<T> z = sigmoid(load(q + h + j, k) + load(r_h + h + j, k));
         const Vec<T> hn = load(r_h + 2 * h + j, k);
-        const Vec<T> nn = tanh<T>(load(q + 2 * h + j, k) + r * hn);
+        const Vec<T> nn = tanh<T>(load(q + 2 * h + j, k) + rg * hn);
         const Vec<T> prev = hp ? load(hp + j, k) : Vec<T>(T(0));
-        store(r, q + j, k), store(z, q + h + j, k), store(hn, q + 2 * h + j, k);
+        store(rg, q + j, k), store(z, q + h + j, k), store(hn, q + 2 * h + j, k);
         store(nn, no + j, k), store((prev - nn) * z + nn, ho + j, k);
       });
     }
@@ -203,12 +225,13 @@ void gru_forward_loop(int64_t n, int64_t b, int64_t h, T* g, const T* w_t, const
 }
 
 template <typename T>
-void gru_backward_loop(int64_t n, int64_t b, int64_t h, const T* dhs, const T* hs, const T* g,
-                       const T* ns, const T* w, const T* zero, T* dgi, T* dgh, T* dh, T* dhp) {
-  const int64_t m = b * h, g3 = 3 * h;
-  std::memcpy(dh, dhs + (n - 1) * m, m * sizeof(T));
+void gru_backward_loop(int64_t n, int64_t b, int64_t h, Rows rows, const T* dhs, const T* hs,
+                       const T* g, const T* ns, const T* w_hh, const T* zero, T* dgi, T* dgh,
+                       T* dh, T* dhp) {
+  const int64_t m = b * h, g3 = 3 * h, first = rows.begin * h;
+  std::memcpy(dh + first, dhs + (n - 1) * m + first, rows.size() * h * sizeof(T));
   for (int64_t t = n - 1; t >= 0; --t) {
-    for (int64_t i = 0; i < b; ++i) {
+    for (int64_t i = rows.begin; i < rows.end; ++i) {
       const T *qr = g + t * b * g3 + i * g3, *qz = qr + h, *qn = qz + h, *nq = ns + t * m + i * h;
       const T* hp = (t ? hs + (t - 1) * m : zero) + i * h;
       const T* dq = (t ? dhs + (t - 1) * m : zero) + i * h;
@@ -224,7 +247,7 @@ void gru_backward_loop(int64_t n, int64_t b, int64_t h, const T* dhs, const T* h
       }
     }
     if (t) {
-      matmul_add(b, g3, h, dgh + t * b * g3, w, dhp);
+      matmul_add(rows.size(), g3, h, dgh + t * b * g3 + rows.begin * g3, w_hh, dhp + first);
       std::swap(dh, dhp);
     }
   }
@@ -238,8 +261,11 @@ void rnn_forward(Tensor& gi, const Tensor& w_t, const Tensor& b_hh) {
   const int64_t n = gi.size(0), b = gi.size(1), h = w_t.size(0);
   Tensor hh = at::empty({b, h}, gi.options());
   AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "rnn_forward", [&] {
-    rnn_forward_loop<scalar_t>(n, b, h, gi.data_ptr<scalar_t>(), w_t.const_data_ptr<scalar_t>(),
-                               b_hh.const_data_ptr<scalar_t>(), hh.data_ptr<scalar_t>());
+    for_row_blocks(b, [&](Rows r) {
+      rnn_forward_loop<scalar_t>(n, b, h, r, gi.data_ptr<scalar_t>(),
+                                 w_t.const_data_ptr<scalar_t>(), b_hh.const_data_ptr<scalar_t>(),
+                                 hh.data_ptr<scalar_t>());
+    });
   });
 }
 
@@ -248,9 +274,11 @@ Tensor rnn_backward(const Tensor& dhs, const Tensor& hs, const Tensor& w) {
   const int64_t n = hs.size(0), b = hs.size(1), h = hs.size(2);
   Tensor dg = at::empty_like(hs), dh = at::empty({b, h}, hs.options());
   AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "rnn_backward", [&] {
-    rnn_backward_loop<scalar_t>(n, b, h, dhs.const_data_ptr<scalar_t>(),
-                                hs.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                dg.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>());
+    for_row_blocks(b, [&](Rows r) {
+      rnn_backward_loop<scalar_t>(n, b, h, r, dhs.const_data_ptr<scalar_t>(),
+                                  hs.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                                  dg.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>());
+    });
   });
   return dg;
 }
@@ -264,9 +292,11 @@ std::tuple<Tensor, Tensor> gated_forward(Tensor& gi, const Tensor& w_t, const Te
   Tensor hs = at::empty({n, b, h}, gi.options()), other = at::empty_like(hs);
   Tensor hh = at::empty({b, gates * h}, gi.options());
   AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "gated_forward", [&] {
-    loop(n, b, h, gi.data_ptr<scalar_t>(), w_t.const_data_ptr<scalar_t>(),
-         b_hh.const_data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), other.data_ptr<scalar_t>(),
-         hh.data_ptr<scalar_t>());
+    for_row_blocks(b, [&](Rows r) {
+      loop(n, b, h, r, gi.data_ptr<scalar_t>(), w_t.const_data_ptr<scalar_t>(),
+           b_hh.const_data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), other.data_ptr<scalar_t>(),
+           hh.data_ptr<scalar_t>());
+    });
   });
   return {hs, other};
 }
@@ -286,11 +316,13 @@ Tensor lstm_backward(const Tensor& dhs, const Tensor& dcn, const Tensor& a, cons
   Tensor dg = at::empty_like(a), dh = at::empty({b, h}, c.options());
   Tensor dc = at::empty_like(dh), tc = at::empty_like(dh), zero = at::zeros_like(dh);
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "lstm_backward", [&] {
-    lstm_backward_loop<scalar_t>(
-        n, b, h, dhs.const_data_ptr<scalar_t>(), dcn.const_data_ptr<scalar_t>(),
-        a.const_data_ptr<scalar_t>(), c.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-        zero.const_data_ptr<scalar_t>(), dg.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(), dc.data_ptr<scalar_t>(),
-        tc.data_ptr<scalar_t>());
+    for_row_blocks(b, [&](Rows r) {
+      lstm_backward_loop<scalar_t>(
+          n, b, h, r, dhs.const_data_ptr<scalar_t>(), dcn.const_data_ptr<scalar_t>(),
+          a.const_data_ptr<scalar_t>(), c.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+          zero.const_data_ptr<scalar_t>(), dg.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
+          dc.data_ptr<scalar_t>(), tc.data_ptr<scalar_t>());
+    });
   });
   return dg;
 }
@@ -302,11 +334,14 @@ std::tuple<Tensor, Tensor> gru_backward(const Tensor& dhs, const Tensor& hs, con
   Tensor dgi = at::empty_like(g), dgh = at::empty_like(g);
   Tensor dh = at::empty({b, h}, hs.options()), dhp = at::empty_like(dh), zero = at::zeros_like(dh);
   AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "gru_backward", [&] {
-    gru_backward_loop<scalar_t>(n, b, h, dhs.const_data_ptr<scalar_t>(),
-                                hs.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(),
-                                ns.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                zero.const_data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>(), dgh.data_ptr<scalar_t>(),
-                                dh.data_ptr<scalar_t>(), dhp.data_ptr<scalar_t>());
+    for_row_blocks(b, [&](Rows r) {
+      gru_backward_loop<scalar_t>(n, b, h, r, dhs.const_data_ptr<scalar_t>(),
+                                  hs.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(),
+                                  ns.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                                  zero.const_data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>(),
+                                  dgh.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
+                                  dhp.data_ptr<scalar_t>());
+    });
   });
   return {dgi, dgh};
 }
