@@ -16,6 +16,7 @@ import inspect
 import io
 import logging
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from src.atomic import atomic_write_text
+from src.atomic import atomic_write_text, publish
 from src.config.errors import ConfigError
 from src.config.instantiate import REFUSALS, instantiate_group, refusal_message
 from src.tracking.run_dir import CHECKPOINT_DIRNAME
@@ -85,10 +86,19 @@ class _AtomicCSVWriter(ExperimentWriter):
     def _check_log_dir_exists(self) -> None:
         pass  # keep the file: it is replaced whole at the first save
 
+    def log_hparams(self, params: dict[str, Any]) -> None:
+        # hparams.yaml is written when they change, through a temporary file and a rename;
+        # Lightning's writer rewrites it in place at every save, a YAML dump of the whole config
+        # that cost about 1 % of a short epoch.
+        self.hparams.update(params)
+        with tempfile.TemporaryDirectory(dir=self.log_dir) as tmp:
+            staged = Path(tmp) / self.NAME_HPARAMS_FILE
+            save_hparams_to_yaml(staged, self.hparams)
+            publish(staged, Path(self.log_dir) / self.NAME_HPARAMS_FILE)
+
     def save(self) -> None:
         if not self.metrics:
             return
-        save_hparams_to_yaml(Path(self.log_dir) / self.NAME_HPARAMS_FILE, self.hparams)
         self._record_new_keys()
         self.rows.extend(self.metrics)
         text = io.StringIO()

@@ -10,6 +10,7 @@ import wandb
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from wandb.proto import wandb_internal_pb2
 
+from src.tracking.loggers import _AtomicCSVWriter
 from src.training.run import train
 from tests.conftest import QUICK
 
@@ -186,3 +187,19 @@ def test_plots_are_written_for_the_tested_checkpoint(compose_cfg, tmp_path):
     assert not list(run_dir.glob(".*.png"))  # no temporary file left behind
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["epoch"] == 1
+
+
+def test_the_csv_writer_replaces_hparams_whole_and_only_when_they_change(tmp_path):
+    writer = _AtomicCSVWriter(str(tmp_path))
+    hparams = tmp_path / writer.NAME_HPARAMS_FILE
+    writer.log_hparams({"cell": "gru"})
+    written = hparams.stat()
+    for step in range(3):
+        writer.log_metrics({"train/loss": 1.0 / (step + 1)}, step)
+        writer.save()
+    assert hparams.stat().st_mtime_ns == written.st_mtime_ns, "a metrics save rewrote hparams"
+    writer.log_hparams({"lr": 0.1})
+    assert "cell: gru" in hparams.read_text() and "lr: 0.1" in hparams.read_text()
+    assert hparams.stat().st_ino != written.st_ino, "rewritten in place, not renamed over"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hparams.yaml", "metrics.csv"]
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 4
