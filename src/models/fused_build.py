@@ -32,18 +32,25 @@ CAPABILITY_FLAGS = {
     "AVX2": ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
 }
 # -ffp-contract=off: no fused multiply-adds that torch's elementwise kernels do not make either.
-# -fopenmp: at::parallel_for, inlined from ATen's headers, runs the batch's row blocks on torch's
-# OpenMP threads (without it the pragma is ignored and one thread runs every block).
-BASE_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-std=c++17", "-fopenmp"]
+BASE_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-std=c++17"]
 
 
 def compiler() -> str:
     return os.environ.get("CXX", "c++")
 
 
+def openmp_flags() -> list[str]:
+    """-fopenmp where torch's own threads are OpenMP's: at::parallel_for, inlined from ATen's
+    headers there, runs the batch's row blocks on them (without the flag its pragma is ignored
+    and one thread runs every block). torch's other backends call into libtorch instead."""
+    backend = torch.__config__.parallel_info()
+    return ["-fopenmp"] if "parallel backend: OpenMP" in backend else []
+
+
 def compiler_flags() -> list[str]:
     capability = torch.backends.cpu.get_cpu_capability()
-    return [*BASE_FLAGS, *CAPABILITY_FLAGS.get(capability, ["-DCPU_CAPABILITY=DEFAULT"])]
+    vector = CAPABILITY_FLAGS.get(capability, ["-DCPU_CAPABILITY=DEFAULT"])
+    return [*BASE_FLAGS, *openmp_flags(), *vector]
 
 
 def _compiler_version() -> str:
