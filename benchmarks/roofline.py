@@ -24,8 +24,8 @@ import time
 import torch
 
 from benchmarks.recurrence import SETTINGS, paired_recurrences, step_ms
+from src.models.sequence_model import GATES
 
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 EPOCH_SAMPLES = {"multiplication": 2048, "mnist-rows": 55_000}
 
 
@@ -67,12 +67,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s)")
-    peak = {torch.float32: gemm_rate(2048, 2048, 2048, torch.float32)}
+    peak = gemm_rate(2048, 2048, 2048, torch.float32)
     bf16 = "no AVX512-BF16 or AMX on this CPU: not measured"
     if native_bf16():
-        peak[torch.bfloat16] = gemm_rate(2048, 2048, 2048, torch.bfloat16)
-        bf16 = f"{peak[torch.bfloat16]:.0f} GFLOP/s"
-    print(f"peak GEMM (2048^3): fp32 {peak[torch.float32]:.0f} GFLOP/s, bf16 {bf16}")
+        bf16 = f"{gemm_rate(2048, 2048, 2048, torch.bfloat16):.0f} GFLOP/s"
+    print(f"peak GEMM (2048^3): fp32 {peak:.0f} GFLOP/s, bf16 {bf16}")
     header = ["setting", "cell", "GFLOP/ep", "step GEMM", "peak s/ep", "torch", "", "fused", ""]
     print(f"{header[0]:<16}{header[1]:<6}" + "".join(f"{h:>11}" for h in header[2:]))
     print(f"{'':<22}{'':>11}{'GFLOP/s':>11}{'':>11}" + f"{'s/ep':>11}{'share':>11}" * 2)
@@ -84,10 +83,10 @@ def main() -> None:
             at_step = gemm_rate(batch, hidden, GATES[cell] * hidden, torch.float32)
             reference, fused = paired_recurrences(cell, inputs, hidden, layers)
             row = f"{name:<16}{cell:<6}{flops * batches / 1e9:>11.1f}{at_step:>11.0f}"
-            row += f"{flops * batches / peak[torch.float32] / 1e9:>11.2f}"
+            row += f"{flops * batches / peak / 1e9:>11.2f}"
             for rnn in (reference, fused):
                 seconds = step_ms(rnn, shape, args.repeats) / 1e3
-                share = flops / seconds / (peak[torch.float32] * 1e9)
+                share = flops / seconds / (peak * 1e9)
                 row += f"{seconds * batches:>11.2f}{share:>11.1%}"
             print(row, flush=True)
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from src.models import fast_rnn, fused_build
 from src.models.fast_rnn import FastRNN, Mode
+from src.models.sequence_model import GATES
 
 TORCH = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 MODES: list[Mode] = ["rnn", "lstm", "gru"]
@@ -121,7 +122,7 @@ def test_matches_torch_float32(backend: str, mode: Mode, batch: int) -> None:
 def fused_loops(mode: Mode, batch: int, steps: int = 9, hidden: int = 24) -> list[torch.Tensor]:
     """Every output of the C++ forward and backward loops on seeded inputs."""
     ops = fast_rnn._native()
-    gates = {"rnn": 1, "lstm": 4, "gru": 3}[mode]
+    gates = GATES[mode]
     gen = torch.Generator().manual_seed(0)
     gi = torch.randn(steps, batch, gates * hidden, generator=gen)
     w = torch.randn(gates * hidden, hidden, generator=gen) / hidden**0.5
@@ -154,7 +155,7 @@ def test_the_loops_give_the_same_bits_on_any_number_of_threads(backend: str, mod
 @pytest.mark.parametrize("mode", MODES)
 def test_gradcheck(backend: str, mode: Mode) -> None:
     torch.manual_seed(0)
-    gates = {"rnn": 1, "lstm": 4, "gru": 3}[mode]
+    gates = GATES[mode]
     h, i = 3, 2
     args = [
         torch.randn(*shape, dtype=torch.float64, requires_grad=True)

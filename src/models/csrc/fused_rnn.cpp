@@ -87,7 +87,8 @@ struct Rows {
 constexpr int64_t kRowsPerThread = 4;
 
 template <typename Loop> void for_row_blocks(int64_t b, Loop loop) {
-  at::parallel_for(0, b, kRowsPerThread, [&](int64_t begin, int64_t end) { loop(Rows{begin, end}); });
+  at::parallel_for(0, b, kRowsPerThread,
+                   [&](int64_t begin, int64_t end) { loop(Rows{begin, end}); });
 }
 
 // The recurrent projection of step t, b_hh + h_{t-1} W_hh^T, into the rows r of hh [b, width]:
@@ -96,7 +97,10 @@ template <typename T>
 void recurrent_projection(int64_t t, int64_t b, int64_t h, int64_t width, Rows r, const T* hs,
                           const T* w_t, const T* b_hh, T* hh) {
   for (int64_t i = r.begin; i < r.end; ++i) std::memcpy(hh + i * width, b_hh, width * sizeof(T));
-  if (t) matmul_add(r.size(), h, width, hs + (t - 1) * b * h + r.begin * h, w_t, hh + r.begin * width);
+  if (t) {
+    matmul_add(r.size(), h, width, hs + (t - 1) * b * h + r.begin * h, w_t,
+               hh + r.begin * width);
+  }
 }
 
 void check(const Tensor& t, const char* name) {
