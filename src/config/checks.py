@@ -130,6 +130,7 @@ RULES = (
     Rule("data.split_seed", int, between(0, MAX_DATA_SEED), "in [0, 2**63)"),
     Rule("data.permutation_seed", int, between(0, MAX_DATA_SEED), "in [0, 2**63)"),
     Rule("data.train_subset", int, size, SIZE + " (or null for all)", nullable=True),
+    Rule("data.augment_shift", int, between(0, 27), "in [0, 27] pixels (0: no shift)"),
     Rule(
         "data.monitor", str, lambda v: v.startswith("val/"), "named val/... (a validation metric)"
     ),

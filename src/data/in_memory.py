@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -141,6 +142,11 @@ class TensorDictDataset(Dataset[dict[str, Tensor]]):
 
     def to(self, device: torch.device) -> TensorDictDataset:
         return TensorDictDataset(**{name: t.to(device) for name, t in self.tensors.items()})
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's training draw: its own stream, never the fixed sets' (`seed`)."""
+    return int(np.random.SeedSequence([seed, 1, epoch]).generate_state(1, np.uint64)[0])
 
 
 class OnlineDataset(TensorDictDataset):

@@ -5,12 +5,17 @@ in a fixed, seeded random order). `prepare_data` fetches and verifies the four I
 (src/data/mnist_files.py) and caches them as uint8/int64 tensors in `data_dir/mnist/mnist.pt`
 (rebuilt from the raw files when they change or the cache is damaged); batches
 stay uint8 until they reach the device, where they are scaled to [0, 1] and laid out per mode.
+
+`augment_shift` > 0 trains on digits moved by a random whole-pixel offset, a new one for every
+image in every epoch (seeded by the run's seed and the epoch, so a resumed run sees the images an
+uninterrupted one would); validation and test images stay as they are.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,7 @@ from torch import Tensor
 
 from src.config.checks import MNIST_MODES
 from src.data.idx import load_images, load_labels
-from src.data.in_memory import InMemoryDataModule, TensorDictDataset
+from src.data.in_memory import InMemoryDataModule, OnlineDataset, TensorDictDataset, epoch_seed
 from src.data.mnist_files import MNIST_SHA256, fetch_mnist
 from src.data.tensor_cache import load_cache, save_cache
 
@@ -51,6 +56,17 @@ def pixel_permutation(seed: int) -> Tensor:
     return torch.randperm(28 * 28, generator=torch.Generator().manual_seed(seed))
 
 
+def shifted(images: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
+    """Each image [N, H, W] moved by its own offset of up to `max_shift` pixels along each axis,
+    the pixels moved in filled with 0 (the background)."""
+    n, height, width = images.shape
+    padded = torch.nn.functional.pad(images, (max_shift,) * 4)
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=generator)
+    rows = (offsets[0] + torch.arange(height))[:, :, None].expand(n, height, width + 2 * max_shift)
+    cols = (offsets[1] + torch.arange(width))[:, None, :].expand(n, height, width)
+    return padded.gather(1, rows).gather(2, cols)
+
+
 class MNISTDataModule(InMemoryDataModule):
     def __init__(
         self,
@@ -61,6 +77,7 @@ class MNISTDataModule(InMemoryDataModule):
         split_seed: int = 0,
         permutation_seed: int = 0,
         train_subset: int | None = None,
+        augment_shift: int = 0,
         data_dir: str | Path = "data",
         mirrors: Sequence[str] = (),
         local_mirror: str | None = None,
@@ -77,6 +94,7 @@ class MNISTDataModule(InMemoryDataModule):
         self.val_split = val_split
         self.split_seed = split_seed
         self.train_subset = train_subset
+        self.augment_shift = augment_shift
         self.root = Path(data_dir) / "mnist"
         self.mirrors = list(mirrors)
         self.local_mirror = local_mirror
@@ -121,11 +139,19 @@ class MNISTDataModule(InMemoryDataModule):
         val_rows, train_rows = order[: self.val_size], order[self.val_size :]
         if self.train_subset is not None:
             train_rows = train_rows[: self.train_subset]
+        train = TensorDictDataset(x=images[train_rows], y=labels[train_rows])
+        if self.augment_shift:
+            train = OnlineDataset(partial(self._shifted_epoch, train.tensors))
         return {
-            "train": TensorDictDataset(x=images[train_rows], y=labels[train_rows]),
+            "train": train,
             "val": TensorDictDataset(x=images[val_rows], y=labels[val_rows]),
             "test": TensorDictDataset(x=data["test_images"], y=data["test_labels"]),
         }
+
+    def _shifted_epoch(self, fixed: dict[str, Tensor], epoch: int) -> dict[str, Tensor]:
+        """An epoch's training images, each moved by its own offset (`augment_shift`)."""
+        generator = torch.Generator().manual_seed(epoch_seed(self.shuffle_seed, epoch))
+        return {"x": shifted(fixed["x"], self.augment_shift, generator), "y": fixed["y"]}
 
     def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> Any:
         batch = super().on_after_batch_transfer(batch, dataloader_idx)  # counts the batch

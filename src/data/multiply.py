@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from src.config.checks import MULTIPLY_VARIANTS
-from src.data.in_memory import InMemoryDataModule, OnlineDataset, TensorDictDataset
-from src.data.synthetic import epoch_seed, lengths_1997, mark_two_1997, rng
+from src.data.in_memory import InMemoryDataModule, OnlineDataset, TensorDictDataset, epoch_seed
+from src.data.synthetic import lengths_1997, mark_two_1997, rng
 from src.data.tensor_cache import load_cache, save_cache
 
 VARIANTS = MULTIPLY_VARIANTS

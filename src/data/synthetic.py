@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from src.config.checks import REGIMES
-from src.data.in_memory import InMemoryDataModule, OnlineDataset, TensorDictDataset
+from src.data.in_memory import InMemoryDataModule, OnlineDataset, TensorDictDataset, epoch_seed
 from src.data.tensor_cache import load_cache, save_cache
 
 SPLITS = ("train", "val", "test")
@@ -30,11 +30,6 @@ SPLITS = ("train", "val", "test")
 
 def rng(seed: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(seed))
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of an epoch's training draw: its own stream, never the fixed sets' (`seed`)."""
-    return int(np.random.SeedSequence([seed, 1, epoch]).generate_state(1, np.uint64)[0])
 
 
 def one_hot(symbols: np.ndarray, num_symbols: int, valid: np.ndarray | None = None) -> Tensor:

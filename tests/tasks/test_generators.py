@@ -8,7 +8,8 @@ import torch
 
 from src.data import adding, copy_memory, reber, temporal_order
 from src.data.chars import CharsDataModule, decode, encode, read_text
-from src.data.synthetic import epoch_seed, mark_two_1997, rng
+from src.data.in_memory import epoch_seed
+from src.data.synthetic import mark_two_1997, rng
 
 
 def marked_values(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
