@@ -137,6 +137,9 @@ def test_mnist_composes_with_its_classic_protocol(compose_cfg, model, mode, inpu
         (["data.val_split=middle"], "data.val_split"),
         (["data.permutation_seed=-1"], "data.permutation_seed"),
         (["data.train_subset=1e3"], "data.train_subset"),
+        (["data.augment_shift=-1"], "data.augment_shift"),
+        (["data.augment_shift=28"], "data.augment_shift"),
+        (["data.augment_shift=1.5"], "data.augment_shift"),
     ],
 )
 def test_mnist_bad_values_are_refused(compose_cfg, overrides, key):

@@ -4,11 +4,13 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from src.data.mnist import MNISTDataModule, as_sequence, pixel_permutation
+from src.data.in_memory import OnlineDataset
+from src.data.mnist import MNISTDataModule, as_sequence, pixel_permutation, shifted
 from src.data.mnist_files import MNISTFetchError
+from src.training.checkpoints import load_checkpoint
 from src.training.run import train
 from src.training.signals import RunInterrupted
-from tests.conftest import NAMES, SHARED_MNIST, write_fake_mnist
+from tests.conftest import NAMES, SHARED_MNIST, Interrupted, write_fake_mnist
 
 
 def datamodule(tmp_path, mirror, checksums, **kwargs) -> MNISTDataModule:
@@ -72,6 +74,97 @@ def test_corrupt_mirror_file_is_refused_and_nothing_is_cached(tmp_path, fake_mni
     # The file fetched before the bad one stays (verified); nothing partial, no cache.
     assert [p.name for p in dm.root.iterdir()] == ["raw"]
     assert [p.name for p in (dm.root / "raw").iterdir()] == [NAMES["train_images"]]
+
+
+def translated(image: torch.Tensor, down: int, right: int) -> torch.Tensor:
+    """`image` moved `down` rows and `right` columns (negative: up, left), zeros moved in."""
+    height, width = image.shape
+    moved = torch.zeros_like(image)
+    moved[max(down, 0) : height + min(down, 0), max(right, 0) : width + min(right, 0)] = image[
+        max(-down, 0) : height - max(down, 0), max(-right, 0) : width - max(right, 0)
+    ]
+    return moved
+
+
+def test_shifted_moves_each_image_whole_by_at_most_max_shift_and_fills_in_background():
+    images = torch.randint(1, 256, (300, 7, 9), dtype=torch.uint8)
+    moved = shifted(images, 2, torch.Generator().manual_seed(0))
+    offsets = set()
+    for image, result in zip(images, moved, strict=True):
+        matches = [
+            (down, right)
+            for down in range(-2, 3)
+            for right in range(-2, 3)
+            if torch.equal(result, translated(image, down, right))
+        ]
+        assert len(matches) == 1  # nonzero pixels: only one offset can give this image
+        offsets.update(matches)
+    assert len(offsets) == 25  # every offset of up to 2 pixels along each axis occurs
+    again = shifted(images, 2, torch.Generator().manual_seed(0))
+    assert torch.equal(again, moved)
+
+
+def test_augmented_training_digits_move_anew_each_epoch_by_seed_and_evaluation_never(
+    tmp_path, fake_mnist
+):
+    plain = datamodule(tmp_path, *fake_mnist, val_size=50)
+    augmented = datamodule(tmp_path, *fake_mnist, val_size=50, augment_shift=2, shuffle_seed=3)
+    train = augmented.splits["train"]
+    assert isinstance(train, OnlineDataset)
+    fixed = plain.splits["train"].tensors
+    epoch0 = dict(train.tensors)
+    train.set_epoch(1)
+    epoch1 = dict(train.tensors)
+    assert not torch.equal(epoch0["x"], fixed["x"])
+    assert not torch.equal(epoch1["x"], epoch0["x"])
+    assert torch.equal(epoch1["y"], fixed["y"])  # the labels stay with their digits
+    # A module with the same seed (a resumed run) draws the same epoch; another seed does not.
+    for seed, same in ((3, True), (4, False)):
+        other = datamodule(tmp_path, *fake_mnist, val_size=50, augment_shift=2, shuffle_seed=seed)
+        other.splits["train"].set_epoch(1)
+        assert torch.equal(other.splits["train"].tensors["x"], epoch1["x"]) is same
+    for split in ("val", "test"):
+        for name, tensor in plain.splits[split].tensors.items():
+            assert torch.equal(augmented.splits[split].tensors[name], tensor)
+
+
+def test_an_augmented_run_interrupted_and_resumed_ends_like_an_uninterrupted_one(
+    compose_cfg, tmp_path, fake_mnist
+):
+    mirror, checksums = fake_mnist
+    overrides = [
+        "data=mnist",
+        f"data.local_mirror={mirror}",
+        "data.val_size=50",
+        "data.batch_size=25",
+        "data.augment_shift=2",
+        "model.hidden_size=8",
+        "trainer.max_epochs=3",
+        "trainer.deterministic=true",
+        "num_threads=1",
+    ]
+
+    def config(run_dir, *extra):
+        cfg = compose_cfg(*overrides, f"paths.run_dir={run_dir}", *extra)
+        with open_dict(cfg):
+            cfg.data.checksums = checksums
+        return cfg
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    expected = train(config(full))
+    with pytest.raises(Interrupted):
+        train(
+            config(
+                part,
+                "+callbacks.interrupt._target_=tests.conftest.InterruptAtEpoch",
+                "+callbacks.interrupt.epoch=2",
+            )
+        )
+    resumed = train(config(part, "ckpt_path=last"))
+    assert resumed["test/loss"] == expected["test/loss"]
+    ends = [load_checkpoint(run / "checkpoints" / "last.ckpt") for run in (full, part)]
+    for name, tensor in ends[0]["state_dict"].items():
+        assert torch.equal(tensor, ends[1]["state_dict"][name]), name
 
 
 @pytest.mark.slow
