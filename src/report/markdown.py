@@ -106,6 +106,8 @@ def training_settings(run: Run) -> list[str]:
         parts.append(f"early stopping after {patience} epochs without a better `{data['monitor']}`")
     if data.get("regime") == "online":
         parts.append("fresh training sequences every epoch (online)")
+    if shift := data.get("augment_shift"):
+        parts.append(f"training digits moved up to {shift} pixels each way, anew every epoch")
     return parts
 
 

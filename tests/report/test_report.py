@@ -96,6 +96,16 @@ def test_the_protocol_line_names_a_chrono_init_where_a_cell_has_gates_to_open(ce
     assert "fresh training sequences every epoch (online)" in line
 
 
+@pytest.mark.parametrize("shift", [0, 2])
+def test_the_protocol_line_names_shifted_training_digits_where_a_run_had_them(shift, tmp_path):
+    config = OmegaConf.to_container(
+        command("train", "experiment=mnist_best", f"data.augment_shift={shift}"), resolve=True
+    )
+    run = Run("mnist", "best", "gru", 1, tmp_path, {}, config)  # type: ignore[arg-type]
+    moved = "training digits moved up to 2 pixels each way, anew every epoch"
+    assert (moved in protocol_line([run])) == (shift == 2)
+
+
 def test_the_suite_counts_the_seeds_that_get_every_test_sequence_right(tmp_path):
     def run(protocol: str, cell: str, seed: int, score: float) -> Run:
         return Run("reber", protocol, cell, seed, tmp_path, {"test/sequence_acc": score}, {})
