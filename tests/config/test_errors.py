@@ -70,7 +70,7 @@ def test_an_unknown_key_or_group_is_named_with_those_there_are(module, args, fra
 
 def test_the_keys_named_are_those_of_the_chosen_group_option():
     (message,) = unknown_override_messages("train", ["data=mnist", "data.seq_len=10"])
-    assert message.startswith("data has no key 'seq_len'; its keys: _target_, augment_shift, batch_size,")
+    assert message.startswith("data has no key 'seq_len'; its keys: _target_, augment_shift,")
     assert "val_size" in message and message.endswith("use +data.seq_len=10")
 
 

@@ -74,16 +74,26 @@ def test_the_quick_profile_shortens_a_best_protocol_too():
 SEARCHES = sorted(p.stem for p in (CONF / "hparams_search").glob("*_protocol.yaml"))
 # Searches that score a protocol's settings over several seeds (one cell's, on one task).
 SEED_SEARCHES = sorted(p.stem for p in (CONF / "hparams_search").glob("*_seeds.yaml"))
+# Searches that start from a best protocol and try one more training setting on it.
+ON_BEST_SEARCHES = ["mnist_augment"]
 # The search any suite task can run with its own data; the suite tasks' own searches start from it.
 GENERIC_SEARCH = "suite_protocol"
 
 
-@pytest.mark.parametrize("search", SEARCHES + SEED_SEARCHES)
+@pytest.mark.parametrize("search", SEARCHES + SEED_SEARCHES + ON_BEST_SEARCHES)
 def test_searches_tune_training_only(search):
     cfg = command("train", f"hparams_search={search}", with_hydra=True)
     tuned = set(cfg.hydra.sweeper.params)
     assert tuned and not {k for k in tuned if k.startswith("model.")} - {"model.init"}
     assert cfg.optimized_metric == cfg.data.monitor
+
+
+@pytest.mark.parametrize("search", ON_BEST_SEARCHES)
+def test_a_search_on_a_best_protocol_trains_it_on_a_seed_the_study_does_not_report(search):
+    cfg = command("train", f"hparams_search={search}", with_hydra=True)
+    assert cfg.protocol == "best"
+    study = OmegaConf.load(CONF / "study.yaml").study
+    assert cfg.seed not in {*study.multiply_seeds, *study.mnist_seeds, *study.task_seeds}
 
 
 @pytest.mark.parametrize("search", SEED_SEARCHES)
