@@ -107,7 +107,8 @@ def training_settings(run: Run) -> list[str]:
     if data.get("regime") == "online":
         parts.append("fresh training sequences every epoch (online)")
     if shift := data.get("augment_shift"):
-        parts.append(f"training digits moved up to {shift} pixels each way, anew every epoch")
+        pixels = "pixel" if shift == 1 else "pixels"
+        parts.append(f"training digits moved up to {shift} {pixels} each way, anew every epoch")
     return parts
 
 
