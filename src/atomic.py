@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -72,9 +73,14 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, text + "\n")
 
 
-def remove_stale_temporaries(*directories: Path) -> list[Path]:
-    """Delete the temporary files a killed writer left (never read: see publish)."""
-    stale = [p for d in directories for p in d.glob(".*.tmp") if p.is_file()]
+# What mkstemp names the temporary files of atomic_write_bytes: ".<name>.<8 random>.tmp".
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temporaries(root: Path) -> list[Path]:
+    """Delete the temporary files that killed writers left anywhere under `root` (never read:
+    see publish). A SIGKILL can land in any write: a checkpoint's, a CSV row's, a plot's."""
+    stale = [p for p in root.rglob(".*.tmp") if _TEMPORARY.fullmatch(p.name) and p.is_file()]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

@@ -305,7 +305,7 @@ def _run_in(
         if resume.fallback_note:
             log.warning(resume.fallback_note)
         if writes_files:
-            remove_stale_temporaries(run_dir, run_dir / CHECKPOINT_DIRNAME)
+            remove_stale_temporaries(run_dir)
         log.info("resuming from %s (logged step %d)", resume.path, resume.logged_step)
 
     try:
