@@ -11,6 +11,8 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +34,15 @@ def publish(tmp: str | Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write_bytes(path: Path, data: bytes | memoryview, *, sync: bool = False) -> None:
-    """Write `data` to `path` through a temporary file and a rename. `sync` flushes the data to
-    disk before the rename, so not even a power cut can leave half a file."""
+@contextmanager
+def staged(path: Path) -> Iterator[Path]:
+    """A temporary file beside `path` for the block to write, renamed onto `path` when the block
+    ends and deleted if it raises (a killed writer's: see remove_stale_temporaries)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if sync:
-                handle.flush()
-                os.fsync(handle.fileno())
+        yield Path(tmp)
         publish(tmp, path)
     except OSError as error:
         Path(tmp).unlink(missing_ok=True)
@@ -50,6 +50,16 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview, *, sync: bool = Fal
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes | memoryview, *, sync: bool = False) -> None:
+    """Write `data` to `path` through a temporary file and a rename. `sync` flushes the data to
+    disk before the rename, so not even a power cut can leave half a file."""
+    with staged(path) as tmp, tmp.open("wb") as handle:
+        handle.write(data)
+        if sync:
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -73,7 +83,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, text + "\n")
 
 
-# What mkstemp names the temporary files of atomic_write_bytes: ".<name>.<8 random>.tmp".
+# What `staged` names its temporary files: ".<name>.<8 random>.tmp".
 _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 

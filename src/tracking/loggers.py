@@ -16,7 +16,6 @@ import inspect
 import io
 import logging
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from src.atomic import atomic_write_text, publish
+from src.atomic import atomic_write_text, staged
 from src.config.errors import ConfigError
 from src.config.instantiate import REFUSALS, instantiate_group, refusal_message
 from src.tracking.run_dir import CHECKPOINT_DIRNAME
@@ -91,10 +90,8 @@ class _AtomicCSVWriter(ExperimentWriter):
         # Lightning's writer rewrites it in place at every save, a YAML dump of the whole config
         # that cost about 1 % of a short epoch.
         self.hparams.update(params)
-        with tempfile.TemporaryDirectory(dir=self.log_dir) as tmp:
-            staged = Path(tmp) / self.NAME_HPARAMS_FILE
-            save_hparams_to_yaml(staged, self.hparams)
-            publish(staged, Path(self.log_dir) / self.NAME_HPARAMS_FILE)
+        with staged(Path(self.log_dir) / self.NAME_HPARAMS_FILE) as tmp:
+            save_hparams_to_yaml(tmp, self.hparams)
 
     def save(self) -> None:
         if not self.metrics:
