@@ -17,12 +17,13 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from src.data.in_memory import batches_trained, per_rank_batch_size
-from src.models import tbptt
+from src.models import optimizer_steps, tbptt
 from src.models.losses import counted_steps, masked_loss
 from src.models.metrics import (
     BitsPerSymbol,
@@ -130,6 +131,8 @@ class SequenceModule(L.LightningModule):
         self.automatic_optimization = tbptt_steps is None and steps_per_call == 1
         self.gradient_clip_val = gradient_clip_val
         self.gradient_clip_algorithm = gradient_clip_algorithm
+        # Set when training starts: whether a manual step may skip Lightning's wrappers.
+        self._direct_steps = False
         metrics = task_metrics(
             task,
             tolerance,
@@ -224,15 +227,9 @@ class SequenceModule(L.LightningModule):
         """Train on each batch of the call in turn (each chunk of it, with truncated BPTT).
         Returns every batch's loss, detached, for the divergence guard; the metrics take the
         whole call in one update."""
-        optimizer = self.optimizers()
+        optimize = self._optimizer_step()
         parts = self._split_call(batch)
         first_batch = batches_trained(self.trainer, batch_idx) - len(parts)
-
-        def optimize(loss: Tensor) -> None:
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            optimizer.step()  # clips first: on_before_optimizer_step
-
         outputs, losses, weights = [], [], []
         for index, part in enumerate(parts):
             self._seed_batch(first_batch + index)
@@ -252,6 +249,19 @@ class SequenceModule(L.LightningModule):
         loss_values = torch.stack(losses)
         self.train_loss.update(loss_values, weight=torch.stack(weights).to(loss_values.device))
         return loss_values
+
+    def on_train_start(self) -> None:
+        wrapped = optimizer_steps.needs_lightning_wrappers(self.trainer, self, SequenceModule)
+        self._direct_steps = not wrapped
+
+    def _optimizer_step(self) -> optimizer_steps.Step:
+        optimizer = self.optimizers()
+        assert isinstance(optimizer, LightningOptimizer)
+        if self._direct_steps:
+            return optimizer_steps.direct_step(
+                self, optimizer, self.gradient_clip_val, self.gradient_clip_algorithm
+            )
+        return optimizer_steps.lightning_step(self, optimizer)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning clips only for automatic optimization. Here, inside optimizer.step(), the

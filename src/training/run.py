@@ -11,6 +11,7 @@ import logging
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -253,8 +254,9 @@ def print_summary(cfg: DictConfig, results: dict[str, Any], run_dir: Path) -> No
     log_to_file("\n".join(lines))
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, test, write metrics.json; return the results (also what sweepers read)."""
+def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+    """Fit, test, write metrics.json; return the results (also what sweepers read).
+    `extra_callbacks` join the config's, for code that calls train() itself (a benchmark)."""
     check_config(cfg)
     resume = resume_point(cfg, command_line_keys())
     if resume is not None:
@@ -277,7 +279,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     run_dir = create_run_dir(cfg, resuming=resume is not None)
     try:
-        return _run_in(run_dir, cfg, module, datamodule, resume, threads, call_note)
+        return _run_in(
+            run_dir, cfg, module, datamodule, resume, threads, call_note, extra_callbacks
+        )
     finally:
         release(run_dir)
 
@@ -290,6 +294,7 @@ def _run_in(
     resume: ResumePoint | None,
     threads: int,
     call_note: str | None = None,
+    extra_callbacks: Sequence[L.Callback] = (),
 ) -> dict[str, Any]:
     # Under DDP only global rank 0 writes files; the other ranks log to stdout.
     writes_files = is_launch_rank_zero()
@@ -309,7 +314,7 @@ def _run_in(
         log.info("resuming from %s (logged step %d)", resume.path, resume.logged_step)
 
     try:
-        callbacks = build_callbacks(cfg, run_dir)
+        callbacks = [*build_callbacks(cfg, run_dir), *extra_callbacks]
         loggers = build_loggers(
             cfg,
             run_dir,
