@@ -42,30 +42,44 @@ def training_tensors(cfg: DictConfig, device: torch.device) -> dict[str, torch.T
     return {name: tensor.to(device) for name, tensor in tensors.items()}
 
 
-def train_epochs(cfg: DictConfig, epochs: int, device: torch.device) -> tuple[list[float], int]:
-    if cfg.get("num_threads"):
-        torch.set_num_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)
-    data = training_tensors(cfg, device)
-    model = instantiate(network_config(cfg.model)).to(device)
-    optimizer = instantiate(cfg.optimizer)(model.parameters())
-    loss_fn = F.mse_loss if cfg.data.task == "regression" else F.cross_entropy
-    x, y, lengths = data["x"], data["y"], data.get("lengths")
-    generator = torch.Generator().manual_seed(cfg.seed)
-    seconds = []
-    for _ in range(epochs):
+class PlainLoop:
+    """The model, optimizer and training data of a composed config, trained an epoch at a time."""
+
+    def __init__(self, cfg: DictConfig, device: torch.device) -> None:
+        if cfg.get("num_threads"):
+            torch.set_num_threads(cfg.num_threads)
+        torch.manual_seed(cfg.seed)
+        self.device = device
+        self.batch_size = int(cfg.data.batch_size)
+        self.data = training_tensors(cfg, device)
+        self.model = instantiate(network_config(cfg.model)).to(device)
+        self.optimizer = instantiate(cfg.optimizer)(self.model.parameters())
+        self.loss_fn = F.mse_loss if cfg.data.task == "regression" else F.cross_entropy
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.data["x"])
+
+    def epoch(self) -> float:
+        """Train one epoch; return its seconds."""
+        x, y, lengths = self.data["x"], self.data["y"], self.data.get("lengths")
         start = time.perf_counter()
-        order = torch.randperm(len(x), generator=generator).to(device)
-        for index in order.split(cfg.data.batch_size):
-            output = model(x[index], None if lengths is None else lengths[index])
-            loss = loss_fn(output, y[index])
-            optimizer.zero_grad(set_to_none=True)
+        order = torch.randperm(len(x), generator=self.generator).to(self.device)
+        for index in order.split(self.batch_size):
+            output = self.model(x[index], None if lengths is None else lengths[index])
+            loss = self.loss_fn(output, y[index])
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-        if device.type == "cuda":
+            self.optimizer.step()
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - start)
-    return seconds, len(x)
+        return time.perf_counter() - start
+
+
+def train_epochs(cfg: DictConfig, epochs: int, device: torch.device) -> tuple[list[float], int]:
+    loop = PlainLoop(cfg, device)
+    return [loop.epoch() for _ in range(epochs)], loop.num_samples
 
 
 def main() -> None:

@@ -19,9 +19,10 @@ def run_benchmark(*args: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_epoch_time_compares_the_pipeline_with_the_plain_loop_per_recurrence():
+@pytest.mark.parametrize("mode", [[], ["--processes"]], ids=["in turns", "in processes"])
+def test_epoch_time_compares_the_pipeline_with_the_plain_loop_per_recurrence(mode):
     lines = run_benchmark(
-        "benchmarks.epoch_time", "--case=multiply", "--cells", "gru", "--epochs=1", *TINY
+        "benchmarks.epoch_time", "--case=multiply", "--cells", "gru", "--epochs=2", *mode, *TINY
     )
     rows = [line.split() for line in lines if line.startswith("multiply gru")]
     assert [" ".join(row[2:-4]) for row in rows] == [
