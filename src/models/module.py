@@ -227,7 +227,7 @@ class SequenceModule(L.LightningModule):
         """Train on each batch of the call in turn (each chunk of it, with truncated BPTT).
         Returns every batch's loss, detached, for the divergence guard; the metrics take the
         whole call in one update."""
-        optimize = self._optimizer_step()
+        optimize = self._step_function()
         parts = self._split_call(batch)
         first_batch = batches_trained(self.trainer, batch_idx) - len(parts)
         outputs, losses, weights = [], [], []
@@ -254,13 +254,12 @@ class SequenceModule(L.LightningModule):
         wrapped = optimizer_steps.needs_lightning_wrappers(self.trainer, self, SequenceModule)
         self._direct_steps = not wrapped
 
-    def _optimizer_step(self) -> optimizer_steps.Step:
+    def _step_function(self) -> optimizer_steps.Step:
         optimizer = self.optimizers()
-        assert isinstance(optimizer, LightningOptimizer)
+        if not isinstance(optimizer, LightningOptimizer):
+            raise TypeError(f"{type(self).__name__} trains with one optimizer")
         if self._direct_steps:
-            return optimizer_steps.direct_step(
-                self, optimizer, self.gradient_clip_val, self.gradient_clip_algorithm
-            )
+            return optimizer_steps.direct_step(self, optimizer)
         return optimizer_steps.lightning_step(self, optimizer)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

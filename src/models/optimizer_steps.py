@@ -21,11 +21,21 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor
 
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
-# The hooks a subclass of the module could add to a step; the module's own
-# on_before_optimizer_step only clips, which the direct step does itself.
-MODULE_STEP_HOOKS = (*STEP_HOOKS, "backward")
+# What a subclass of the module could add to a step. The module's own on_before_optimizer_step
+# (it clips) is called by the direct step too.
+MODULE_STEP_HOOKS = (*STEP_HOOKS, "backward", "manual_backward")
 
 Step = Callable[[Tensor], None]
+
+
+def _hooked(obj: object, base: type, hooks: tuple[str, ...]) -> bool:
+    for hook in hooks:
+        try:
+            if is_overridden(hook, obj, base):
+                return True
+        except AttributeError:  # a hook set on the instance that is not a Python function
+            return True
+    return False
 
 
 def needs_lightning_wrappers(trainer: L.Trainer, module: L.LightningModule, base: type) -> bool:
@@ -36,10 +46,9 @@ def needs_lightning_wrappers(trainer: L.Trainer, module: L.LightningModule, base
         return True
     if type(trainer.precision_plugin) is not Precision:
         return True
-    for callback in trainer.callbacks:
-        if any(is_overridden(hook, callback, L.Callback) for hook in STEP_HOOKS):
-            return True
-    return any(is_overridden(hook, module, base) for hook in MODULE_STEP_HOOKS)
+    if any(_hooked(callback, L.Callback, STEP_HOOKS) for callback in trainer.callbacks):
+        return True
+    return _hooked(module, base, MODULE_STEP_HOOKS)
 
 
 def lightning_step(module: L.LightningModule, optimizer: LightningOptimizer) -> Step:
@@ -51,22 +60,18 @@ def lightning_step(module: L.LightningModule, optimizer: LightningOptimizer) -> 
     return step
 
 
-def direct_step(
-    module: L.LightningModule,
-    optimizer: LightningOptimizer,
-    clip_val: float | None,
-    clip_algorithm: str,
-) -> Step:
+def direct_step(module: L.LightningModule, optimizer: LightningOptimizer) -> Step:
     raw = optimizer.optimizer
 
     def step(loss: Tensor) -> None:
         raw.zero_grad()
         loss.backward()
-        if clip_val:
-            module.clip_gradients(raw, clip_val, clip_algorithm)
         # What LightningOptimizer.step does around the step: the manual loop counts it
-        # (global_step) and opens the profiler's "optimizer_step" section.
+        # (global_step) and opens the profiler's "optimizer_step" section, inside which
+        # Lightning calls the module's hook. Clipping there, before step(), is right only
+        # because no gradient scaler runs here (full precision; see needs_lightning_wrappers).
         optimizer._on_before_step()
+        module.on_before_optimizer_step(raw)
         raw.step()
         optimizer._on_after_step()
 
