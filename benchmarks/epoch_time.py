@@ -14,8 +14,9 @@ and log rows too). These machines' speed drifts by 10-30 % over minutes, and bet
 so only sides measured side by side compare; the ratio is the median over epochs of the
 pipeline's epoch against the plain epoch right after it: the framework's tax. `--processes`
 runs each side in a process of its own instead, alternating `--rounds` times, and gives each
-side's peak resident memory. Per side: the median seconds of the epochs after the warm-up
-(validation excluded) and training samples per second.
+side's peak resident memory; there the pipeline's epoch is the run's own `time/train_epoch_s`,
+which leaves out the checkpoints written at the epoch's end. Per side: the median seconds of
+the epochs after the warm-up (validation excluded) and training samples per second.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -58,44 +60,50 @@ class PlainEpochAfterEach(L.Callback):
     """Trains one epoch of the plain loop after each of the pipeline's training epochs.
 
     The pipeline's epoch is all the time from the end of one plain epoch to the start of the
-    next, less validation: Lightning's loop and hooks, the steps, and the checkpoints and log
-    rows of the epoch before, which are written after this callback has run."""
+    next, less the validation loop: Lightning's loop and hooks, the steps, and the checkpoints
+    and log rows of the epoch before, which are written after this callback has run."""
 
-    def __init__(self, loop: PlainLoop) -> None:
+    def __init__(self, loop: PlainLoop, clock: Callable[[], float] = time.perf_counter) -> None:
         self.loop = loop
+        self.clock = clock
         self.pipeline_seconds: list[float] = []
         self.plain_seconds: list[float] = []
         self._since: float | None = None
         self._validation_start = 0.0
         self._validation_seconds = 0.0
 
+    def _now(self, pl_module: L.LightningModule) -> float:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)  # the work queued so far is this side's
+        return self.clock()
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._since is None:
-            self._since = time.perf_counter()
+            self._since = self._now(pl_module)
 
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._validation_start = time.perf_counter()
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validation_start = self._now(pl_module)
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self._validation_seconds += time.perf_counter() - self._validation_start
+            self._validation_seconds += self._now(pl_module) - self._validation_start
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert self._since is not None
-        seconds = time.perf_counter() - self._since - self._validation_seconds
-        self.pipeline_seconds.append(seconds)
+        self.pipeline_seconds.append(self._now(pl_module) - self._since - self._validation_seconds)
         self._validation_seconds = 0.0
         self.plain_seconds.append(self.loop.epoch())
-        self._since = time.perf_counter()
+        self._since = self._now(pl_module)
 
 
 def time_side_by_side(
-    implementation: str, overrides: list[str], device: list[str], epochs: int
+    implementation: str, overrides: list[str], device_overrides: list[str], epochs: int
 ) -> tuple[Timing, Timing]:
     """(plain loop, pipeline), trained in turns in this process."""
-    loop = PlainLoop(compose_config(overrides), torch.device("cuda" if device else "cpu"))
+    device = torch.device("cuda" if device_overrides else "cpu")
+    loop = PlainLoop(compose_config(overrides), device)
     callback = PlainEpochAfterEach(loop)
-    cfg = compose_config([*overrides, *device, *QUIET, f"trainer.max_epochs={epochs}"])
+    cfg = compose_config([*overrides, *device_overrides, *QUIET, f"trainer.max_epochs={epochs}"])
     with tempfile.TemporaryDirectory() as tmp:
         with open_dict(cfg):
             cfg.paths.run_dir = str(Path(tmp) / "run")
@@ -185,13 +193,15 @@ def time_in_processes(
 ) -> tuple[Timing, Timing]:
     """(plain loop, pipeline), each in a process of its own, alternating `args.rounds` times."""
     epochs = args.warmup + args.epochs
-    device = ["trainer=gpu"] if args.device == "cuda" else []
+    device_overrides = ["trainer=gpu"] if args.device == "cuda" else []
     rounds: list[tuple[Timing, Timing]] = []
     # Alternated, so that a slow spell of the machine hits both sides alike.
     for _ in range(args.rounds):
         plain = time_plain_loop(overrides, epochs, args.device, repo)
         side = f"pipeline, {implementation}"
-        pipeline = time_pipeline(side, [*overrides, *device], epochs, plain.num_samples, repo)
+        pipeline = time_pipeline(
+            side, [*overrides, *device_overrides], epochs, plain.num_samples, repo
+        )
         rounds.append((replace(plain, side=f"plain loop, {implementation}"), pipeline))
     plain, pipeline = (merge([r[i] for r in rounds], args.warmup) for i in (0, 1))
     return plain, pipeline
@@ -213,7 +223,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both sides")
     args = parser.parse_args()
     repo = Path(__file__).resolve().parents[1]
-    device = ["trainer=gpu"] if args.device == "cuda" else []
+    device_overrides = ["trainer=gpu"] if args.device == "cuda" else []
     implementations = ["torch", "fused"] if args.device == "cpu" else ["torch"]
     if args.processes:
         print(
@@ -236,7 +246,9 @@ def main() -> None:
                     pairs.append(time_in_processes(implementation, overrides, args, repo))
                 else:
                     epochs = args.warmup + args.epochs
-                    pairs.append(time_side_by_side(implementation, overrides, device, epochs))
+                    pairs.append(
+                        time_side_by_side(implementation, overrides, device_overrides, epochs)
+                    )
             report(f"{case} {cell}", pairs, args.warmup, paired=not args.processes)
 
 

@@ -64,6 +64,8 @@ class PlainLoop:
     def epoch(self) -> float:
         """Train one epoch; return its seconds."""
         x, y, lengths = self.data["x"], self.data["y"], self.data.get("lengths")
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         start = time.perf_counter()
         order = torch.randperm(len(x), generator=self.generator).to(self.device)
         for index in order.split(self.batch_size):

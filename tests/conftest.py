@@ -315,3 +315,29 @@ class SignalAtTestBatch(L.Callback):
         if batch_idx == 0 and not self.marker.exists():
             self.marker.touch()
             os.kill(os.getpid(), self.signum)
+
+
+class FakeClock:
+    """A clock that moves only when a test moves it."""
+
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Ticks(L.Callback):
+    """1 s on the fake clock per training call; 10 s for the validation loop's setup and 10 s
+    per validation batch. Goes after the timing callbacks, which see its ticks in order."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+
+    def on_validation_start(self, *args) -> None:
+        self.clock.now += 10.0
+
+    def on_train_batch_end(self, *args) -> None:
+        self.clock.now += 1.0
+
+    def on_validation_batch_end(self, *args) -> None:
+        self.clock.now += 10.0

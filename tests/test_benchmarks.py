@@ -5,7 +5,9 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, write_fake_mnist
+from benchmarks.epoch_time import PlainEpochAfterEach
+from src.training.run import train
+from tests.conftest import QUICK, REPO, FakeClock, Ticks, write_fake_mnist
 
 TINY = ["data.seq_len=10", "data.num_sequences=300", "data.num_fit=250", "num_threads=1"]
 
@@ -33,6 +35,28 @@ def test_epoch_time_compares_the_pipeline_with_the_plain_loop_per_recurrence(mod
     ]
     seconds, ratios = [float(row[-4]) for row in rows], [float(row[-1]) for row in rows]
     assert all(s > 0 for s in seconds) and ratios[0] == ratios[2] == 1.0
+
+
+class FakePlainLoop:
+    """An epoch of the plain loop that takes 100 s on the fake clock."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+
+    def epoch(self) -> float:
+        self.clock.now += 100.0
+        return 100.0
+
+
+def test_in_turns_the_pipelines_epoch_is_its_training_alone(compose_cfg, tmp_path):
+    clock = FakeClock()
+    turns = PlainEpochAfterEach(FakePlainLoop(clock), clock=clock)
+    cfg = compose_cfg(*QUICK, "steps_per_call=1", f"paths.run_dir={tmp_path / 'run'}")
+    train(cfg, extra_callbacks=[turns, Ticks(clock)])
+    # 2 epochs of 7 training batches (200 sequences in batches of 32); validation (the sanity
+    # check's too) and the plain epochs fall outside the pipeline's.
+    assert turns.pipeline_seconds == [7.0, 7.0]
+    assert turns.plain_seconds == [100.0, 100.0]
 
 
 @pytest.mark.slow

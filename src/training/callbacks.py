@@ -37,10 +37,12 @@ class EpochTimer(L.Callback):
         self._epoch_start = time.perf_counter()
         self._validation_seconds = 0.0
 
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    # The whole validation loop, from its setup to its logging (the module computes and logs
+    # its metrics after every callback's on_validation_epoch_end).
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._validation_start = time.perf_counter()
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._validation_seconds += time.perf_counter() - self._validation_start
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
