@@ -31,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch
 from omegaconf import open_dict
 
 from benchmarks.plain_loop import PlainLoop, compose_config
+from src.training.callbacks import EpochTimer
 from src.training.run import train
 
 CASES = {"multiply": ["data=multiply"], "mnist": ["data=mnist"]}
@@ -56,21 +56,20 @@ class Timing:
     peak_rss_mb: float | None
 
 
-class PlainEpochAfterEach(L.Callback):
+class PlainEpochAfterEach(EpochTimer):
     """Trains one epoch of the plain loop after each of the pipeline's training epochs.
 
-    The pipeline's epoch is all the time from the end of one plain epoch to the start of the
-    next, less the validation loop: Lightning's loop and hooks, the steps, and the checkpoints
-    and log rows of the epoch before, which are written after this callback has run."""
+    The pipeline's epoch is all the time from the end of one plain epoch to the end of the next
+    training epoch, less the validation loop (timed as EpochTimer times it): Lightning's loop
+    and hooks, the steps, and the checkpoints and log rows of the epoch before, which are
+    written after this callback has run."""
 
-    def __init__(self, loop: PlainLoop, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, loop: PlainLoop, clock: Callable[[], float] | None = None) -> None:
+        super().__init__(clock)
         self.loop = loop
-        self.clock = clock
         self.pipeline_seconds: list[float] = []
         self.plain_seconds: list[float] = []
         self._since: float | None = None
-        self._validation_start = 0.0
-        self._validation_seconds = 0.0
 
     def _now(self, pl_module: L.LightningModule) -> float:
         if pl_module.device.type == "cuda":
@@ -78,20 +77,13 @@ class PlainEpochAfterEach(L.Callback):
         return self.clock()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validation_seconds = 0.0  # the sanity check's, before the first epoch
         if self._since is None:
             self._since = self._now(pl_module)
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._validation_start = self._now(pl_module)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._validation_seconds += self._now(pl_module) - self._validation_start
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert self._since is not None
         self.pipeline_seconds.append(self._now(pl_module) - self._since - self._validation_seconds)
-        self._validation_seconds = 0.0
         self.plain_seconds.append(self.loop.epoch())
         self._since = self._now(pl_module)
 

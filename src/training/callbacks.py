@@ -4,6 +4,7 @@ of samples evaluated."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -27,28 +28,32 @@ def read_due(trainer: L.Trainer, batch_idx: int, every_n_steps: int = READ_EVERY
 class EpochTimer(L.Callback):
     """Seconds per training epoch, validation excluded, logged as `time/train_epoch_s`."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self.clock = clock or time.perf_counter
         self.train_epoch_seconds: list[float] = []
         self._epoch_start: float | None = None
         self._validation_seconds = 0.0
         self._validation_start = 0.0
 
+    def _now(self, pl_module: L.LightningModule) -> float:
+        return self.clock()
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch_start = time.perf_counter()
+        self._epoch_start = self._now(pl_module)
         self._validation_seconds = 0.0
 
     # The whole validation loop, from its setup to its logging (the module computes and logs
     # its metrics after every callback's on_validation_epoch_end).
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._validation_start = time.perf_counter()
+        self._validation_start = self._now(pl_module)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._validation_seconds += time.perf_counter() - self._validation_start
+        self._validation_seconds += self._now(pl_module) - self._validation_start
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._epoch_start is None:
             return  # an epoch resumed mid-way: only part of it ran here
-        seconds = time.perf_counter() - self._epoch_start - self._validation_seconds
+        seconds = self._now(pl_module) - self._epoch_start - self._validation_seconds
         self._epoch_start = None
         self.train_epoch_seconds.append(seconds)
         pl_module.log("time/train_epoch_s", seconds, on_step=False, on_epoch=True)
